@@ -8,6 +8,8 @@ more than a type (allowed names, positive numbers) live in :func:`validate`.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,8 +168,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    schedule: dict[str, IterationOverride] = field(default_factory=dict)
-    experiment: str = "default"
+    # iteration number -> IterationOverride fields (checked by validate)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    name: str = "default"
     iter: int = 0
 
 
@@ -200,9 +203,36 @@ POSITIVE = (
 )
 
 
+def check_keys(node: Any, schema: type, prefix: str = "") -> None:
+    """Reject keys the schema does not know, including ones force-added with ``+key=``."""
+    hints = typing.get_type_hints(schema)
+    names = [f.name for f in dataclasses.fields(schema)]
+    for key in node:
+        if key not in hints:
+            raise ConfigError(f"{prefix}{key} is not a known key; expected one of {names}")
+        if dataclasses.is_dataclass(hints[key]):
+            check_keys(node[key], hints[key], f"{prefix}{key}.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values the schema's types cannot rule out, naming the key and what is allowed."""
     from spin.losses import LOSSES
+
+    check_keys(cfg, Config)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"required value(s) missing: {', '.join(missing)}; set them on the command line, "
+            f"e.g. {missing[0]}=..."
+        )
+    for key, override in cfg.schedule.items():
+        if not str(key).isdigit():
+            raise ConfigError(f"schedule.{key}: keys are iteration numbers (0, 1, ...)")
+        check_keys(override, IterationOverride, f"schedule.{key}.")
+        for name in ("lr", "beta", "epochs"):
+            value = override.get(name)
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise ConfigError(f"schedule.{key}.{name}={value!r} must be a positive number")
 
     allowed = {**ALLOWED, "loss.name": tuple(sorted(LOSSES))}
     for key, options in allowed.items():
@@ -213,6 +243,11 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise ConfigError(f"{key}={value!r} must be a positive number")
+    if cfg.data.source in ("jsonl", "hf", "ultrachat") and not cfg.data.path:
+        raise ConfigError(
+            f"data.path is required for data.source={cfg.data.source!r}: "
+            "set data.path=FILE (or a hub id for hf/ultrachat)"
+        )
     if cfg.iter < 0:
         raise ConfigError(f"iter={cfg.iter} must be >= 0 (iterations count from 0)")
     if cfg.model.max_prompt_length >= cfg.model.max_length:
@@ -225,13 +260,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"generation.prompt_format={fmt!r} must be 'chat' or a template containing '{{prompt}}'"
         )
-    for key, override in cfg.schedule.items():
-        if not str(key).isdigit():
-            raise ConfigError(f"schedule.{key}: keys are iteration numbers (0, 1, ...)")
-        for name in ("lr", "beta", "epochs"):
-            value = override[name]
-            if value is not None and value <= 0:
-                raise ConfigError(f"schedule.{key}.{name}={value!r} must be a positive number")
 
 
 @dataclass(frozen=True)
@@ -258,3 +286,10 @@ def iteration_settings(cfg: DictConfig, t: int) -> IterationSettings:
         epochs=pick("epochs", cfg.trainer.epochs),
         mix_previous=pick("mix_previous", cfg.spin.mix_previous),
     )
+
+
+def register_schema() -> None:
+    """Make the schema available to Hydra's defaults list as ``spin_schema``."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="spin_schema", node=Config)

@@ -1,0 +1,117 @@
+"""Experiment tracking: W&B plus a local ``metrics.jsonl`` mirror of everything logged.
+
+One W&B run per job. A job ``iter=k`` logs every iteration 0..k it builds or reuses, with
+two step axes: ``train/global_step`` (cumulative over iterations) for the training curves
+and ``iteration`` for per-iteration values (generation statistics, evaluation, cost), so a
+dashboard grouped by ``group`` (the experiment) can compare iterations and betas side by
+side; ``job_type`` is ``iter<k>`` and the run name is built from the job's overrides.
+
+The mirror is the source of truth for tests and reports: W&B's offline mode writes only
+a binary file. Nothing secret is ever logged: configs come from the composed experiment,
+never from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+STEP_AXES = {
+    "train/*": "train/global_step",
+    "eval/*": "iteration",
+    "generation/*": "iteration",
+    "reference/*": "iteration",
+    "time/*": "iteration",
+    "throughput/*": "iteration",
+}
+
+
+class Tracker:
+    """Logs rows to W&B (unless disabled) and appends them to ``metrics.jsonl``."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        logger_cfg: Any,
+        *,
+        name: str,
+        group: str,
+        job_type: str,
+        config: dict[str, Any],
+    ) -> None:
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = run_dir / METRICS_FILE
+        self.wandb_run = None
+        if logger_cfg.name == "wandb" and logger_cfg.mode != "disabled":
+            self.wandb_run = self._start_wandb(logger_cfg, name, group, job_type, config)
+
+    def _start_wandb(
+        self, cfg: Any, name: str, group: str, job_type: str, config: dict[str, Any]
+    ) -> Any:
+        import wandb
+
+        run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            mode=cfg.mode,
+            dir=str(self.run_dir),
+            name=name,
+            group=group,
+            job_type=job_type,
+            tags=list(cfg.tags),
+            config=config,
+            reinit="finish_previous",
+        )
+        for pattern, axis in STEP_AXES.items():
+            run.define_metric(axis)
+            run.define_metric(pattern, step_metric=axis)
+        return run
+
+    @property
+    def wandb_location(self) -> str | None:
+        """Where the W&B run lives: a URL when online, the local run directory when offline."""
+        if self.wandb_run is None:
+            return None
+        return self.wandb_run.url or str(Path(self.wandb_run.dir).parent)
+
+    def log(self, row: dict[str, Any]) -> None:
+        self._mirror({"type": "metrics", **row})
+        if self.wandb_run is not None:
+            self.wandb_run.log(row)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], **axes: Any) -> None:
+        self._mirror({"type": "table", "key": key, "columns": columns, "rows": rows, **axes})
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Table(columns=columns, data=rows), **axes})
+
+    def event(self, **fields: Any) -> None:
+        """Record a non-metric fact (an artifact built or reused) in the mirror only."""
+        self._mirror({"type": "event", **fields})
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self._mirror({"type": "summary", **values})
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(values)
+
+    def finish(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+    def _mirror(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All records of a job's mirror, in the order they were logged."""
+    path = run_dir / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

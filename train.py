@@ -1,0 +1,45 @@
+"""Entry point: compose the Hydra config and run the SPIN iteration chain.
+
+    python train.py                                    # default experiment, iteration 0
+    python train.py iter=2                             # build iterations 0..2, report 2
+    python train.py -m loss.beta=0.05,0.1 iter=0,1,2   # a sweep; shared stages built once
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from spin.config import ConfigError, register_schema
+from spin.pipeline import run_job
+from spin.report import format_report
+
+register_schema()
+log = logging.getLogger("spin")
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    job_name = hydra_cfg.job.override_dirname or cfg.name
+    try:
+        report = run_job(cfg, job_dir, job_name)
+    except ConfigError as err:
+        log.error("Invalid config: %s", err)
+        sys.exit(2)
+    print(f"\nOutputs: {job_dir}")
+    print(f"Artifacts: {Path(cfg.paths.root) / 'artifacts'}")
+    if report["wandb"]:
+        print(f"W&B run: {report['wandb']}")
+    print(f"\nHeld-out {cfg.data.name} test split ({cfg.eval.name}):")
+    print(format_report(report))
+
+
+if __name__ == "__main__":
+    main()
