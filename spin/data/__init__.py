@@ -1,0 +1,137 @@
+"""The SFT data a SPIN chain trains and evaluates on: sources, validation and formatting.
+
+:func:`load_splits` turns the ``data`` config section into train and test records plus a
+fingerprint of their content, so artifacts keyed by it are rebuilt when the data changes
+(a user edits their file) even though the config did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spin.data.arith import extract_answer, generate_arith
+from spin.data.formatting import PromptFormatter
+from spin.data.loaders import DataError, deduplicate, load_hf, load_jsonl, load_ultrachat
+
+__all__ = [
+    "DataError",
+    "PromptFormatter",
+    "Splits",
+    "extract_answer",
+    "fingerprint",
+    "generate_arith",
+    "load_splits",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARITH_TRAIN = 256
+DEFAULT_ARITH_TEST = 100
+HOLDOUT_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train and test records; ``fingerprint`` is the sha256 of their content."""
+
+    train: list[dict]
+    test: list[dict]
+    fingerprint: str
+
+
+def fingerprint(train: list[dict], test: list[dict]) -> str:
+    """A content hash that is independent of dict key order."""
+    payload = json.dumps({"train": train, "test": test}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _jsonl_file(cfg: Any, split: str) -> Path:
+    """A file path is the data itself; a directory holds one ``<split>.jsonl`` per split."""
+    path = Path(cfg.path)
+    return path / f"{split}.jsonl" if path.is_dir() else path
+
+
+def _load_split(cfg: Any, split: str) -> list[dict]:
+    if cfg.source == "jsonl":
+        return load_jsonl(
+            _jsonl_file(cfg, split), cfg.prompt_field, cfg.response_field, cfg.messages_field
+        )
+    if cfg.source == "hf":
+        return load_hf(cfg.path, split, cfg.prompt_field, cfg.response_field, cfg.messages_field)
+    if cfg.source == "ultrachat":
+        return load_ultrachat(cfg.path, split)
+    raise DataError(
+        f"data.source={cfg.source!r} is not allowed; expected one of arith, jsonl, hf, ultrachat"
+    )
+
+
+def _drop_duplicates(
+    train: list[dict], test: list[dict] | None
+) -> tuple[list[dict], list[dict] | None]:
+    """Keep each prompt once per split, and out of train when it is a test prompt (leakage)."""
+    train, dropped = deduplicate(train)
+    log.info("Deduplication dropped %d of %d train records", dropped, dropped + len(train))
+    if test is None:
+        return train, None
+    test, dropped = deduplicate(test)
+    log.info("Deduplication dropped %d of %d test records", dropped, dropped + len(test))
+    test_prompts = {r["prompt"].strip() for r in test}
+    kept = [r for r in train if r["prompt"].strip() not in test_prompts]
+    log.info("Dropped %d train records whose prompt is also a test prompt", len(train) - len(kept))
+    return kept, test
+
+
+def _hold_out(records: list[dict], cfg: Any) -> tuple[list[dict], list[dict]]:
+    """Shuffle with the data seed and keep the last ``n_test`` (default 5%, at least 1) as test."""
+    shuffled = list(records)
+    random.Random(cfg.seed).shuffle(shuffled)
+    n_test = cfg.n_test or max(1, round(len(shuffled) * HOLDOUT_SHARE))
+    if n_test >= len(shuffled):
+        raise DataError(
+            f"data.n_test={n_test} leaves no training records: data.path={cfg.path!r} "
+            f"has {len(shuffled)} usable records"
+        )
+    return shuffled[:-n_test], shuffled[-n_test:]
+
+
+def _load_user_data(cfg: Any) -> tuple[list[dict], list[dict]]:
+    if not cfg.path:
+        raise DataError(f"data.path is required for data.source={cfg.source!r}")
+    if cfg.test_split and cfg.source == "jsonl" and not Path(cfg.path).is_dir():
+        raise DataError(
+            f"data.test_split={cfg.test_split!r} needs data.path to be a directory with "
+            f"one <split>.jsonl per split; data.path={cfg.path!r} is not a directory"
+        )
+    train = _load_split(cfg, cfg.split)
+    test = _load_split(cfg, cfg.test_split) if cfg.test_split else None
+    if cfg.deduplicate:
+        train, test = _drop_duplicates(train, test)
+    if test is None:
+        return _hold_out(train, cfg)
+    if not train:
+        raise DataError(f"data.path={cfg.path!r} split {cfg.split!r} has no usable records")
+    return train, test
+
+
+def load_splits(cfg: Any) -> Splits:
+    """Train and test records for the ``data`` config section (a DataConfig or DictConfig)."""
+    if cfg.source == "arith":
+        train, test = generate_arith(
+            cfg.n_train or DEFAULT_ARITH_TRAIN,
+            cfg.n_test or DEFAULT_ARITH_TEST,
+            cfg.seed,
+            list(cfg.difficulty),
+        )
+    else:
+        train, test = _load_user_data(cfg)
+        if cfg.n_train:
+            train = train[: cfg.n_train]
+        if cfg.n_test:
+            test = test[: cfg.n_test]
+    return Splits(train, test, fingerprint(train, test))
