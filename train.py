@@ -1,8 +1,8 @@
 """Entry point: compose the Hydra config and run the SPIN iteration chain.
 
-    python train.py                                    # default experiment, iteration 0
-    python train.py iter=2                             # build iterations 0..2, report 2
-    python train.py -m loss.beta=0.05,0.1 iter=0,1,2   # a sweep; shared stages built once
+``python train.py`` runs the default experiment (iteration 0); ``iter=2`` builds iterations
+0..2 and reports 2; ``-m loss.beta=0.05,0.1 iter=0,1,2`` runs a sweep whose jobs share
+every stage they have in common.
 """
 
 from __future__ import annotations

@@ -94,9 +94,7 @@ class ArtifactStore:
 
     def _record(self, artifact: Artifact) -> Artifact:
         self.events.append(artifact)
-        log.info(
-            "%s %s/%s", "Built" if artifact.built else "Reused", artifact.kind, artifact.key
-        )
+        log.info("%s %s/%s", "Built" if artifact.built else "Reused", artifact.kind, artifact.key)
         return artifact
 
 

@@ -114,7 +114,9 @@ def materialize_start_model(cfg, out_dir: Path) -> None:
         model, tokenizer = build_tiny(cfg.seed)
     elif cfg.source == "gguf":
         log.info("Converting %s from GGUF (once; cached afterwards)", cfg.name)
-        model, tokenizer = load_gguf(package_file(cfg.gguf_package, cfg.gguf_file), DTYPES[cfg.dtype])
+        model, tokenizer = load_gguf(
+            package_file(cfg.gguf_package, cfg.gguf_file), DTYPES[cfg.dtype]
+        )
     else:
         raise ValueError(f"model.source={cfg.source!r} is loaded in place, not materialised")
     model.save_pretrained(out_dir)

@@ -261,9 +261,7 @@ class Pipeline:
 
     def _artifact(self, kind: str, spec: dict[str, Any], build: Any) -> Artifact:
         artifact = self.store.get_or_build(kind, spec, build, self.config_yaml)
-        self.tracker.event(
-            event="artifact", kind=kind, key=artifact.key, built=artifact.built
-        )
+        self.tracker.event(event="artifact", kind=kind, key=artifact.key, built=artifact.built)
         return artifact
 
     # ------------------------------------------------------------------ chain
@@ -290,9 +288,7 @@ class Pipeline:
                     "model": trained.location,
                     "settings": settings.__dict__,
                     "eval": scores(evaluation),
-                    "identical_fraction": read_json(gen.path / "stats.json")[
-                        "identical_fraction"
-                    ],
+                    "identical_fraction": read_json(gen.path / "stats.json")["identical_fraction"],
                 }
             )
             model, previous = trained, gen

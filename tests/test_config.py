@@ -18,7 +18,7 @@ def test_default_config_is_the_embedded_experiment():
 
 
 def test_unknown_key_names_the_key():
-    with pytest.raises(ConfigCompositionException, match="trainer.lrr"):
+    with pytest.raises(ConfigCompositionException, match=r"trainer\.lrr"):
         compose_config("trainer.lrr=1e-5")
 
 
@@ -32,14 +32,14 @@ def test_force_added_unknown_key_is_rejected(override, key):
 
 
 def test_wrong_type_names_the_key():
-    with pytest.raises(ConfigCompositionException, match="trainer.batch_size") as err:
+    with pytest.raises(ConfigCompositionException, match=r"trainer\.batch_size") as err:
         compose_config("trainer.batch_size=eight")
     assert "converted to Integer" in str(err.value.__cause__)
 
 
 def test_missing_required_value_names_the_key():
     cfg = compose_config("data=jsonl")
-    with pytest.raises(ConfigError, match="data.path is required for data.source='jsonl'"):
+    with pytest.raises(ConfigError, match=r"data\.path is required for data\.source='jsonl'"):
         validate(cfg)
 
 
