@@ -1,0 +1,267 @@
+"""SPIN training of one iteration: a ``transformers.Trainer`` with the SPIN loss.
+
+The reference model's log-probabilities are computed once before training
+(:func:`spin.logprobs.reference_logps`) and travel with each pair, so only the policy is in
+memory. Everything else (optimiser, schedule, mixed precision, gradient accumulation,
+distributed launch) is the Trainer's own machinery.
+"""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from torch import Tensor, nn
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from spin.logprobs import PAIR_KEYS, check_pair_keys, pad_right, sequence_logps
+from spin.losses import LossOutput, get_loss
+
+REF_KEYS = ("ref_real_logps", "ref_generated_logps")
+# Names logged per pair, averaged since the last log (the order of SPINTrainer._record).
+METRICS = (
+    "rewards/real",
+    "rewards/generated",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/real",
+    "logps/generated",
+)
+OPTIMIZERS = {"rmsprop": "rmsprop", "adamw": "adamw_torch"}
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class PairCollator:
+    """Stack a batch of B pairs as 2B sequences (real first, then generated) so the policy
+    scores both sides in one forward pass."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, Tensor]:
+        batch = pad_right(
+            [f["real_input_ids"] for f in features] + [f["generated_input_ids"] for f in features],
+            [f["real_response_mask"] for f in features]
+            + [f["generated_response_mask"] for f in features],
+            self.pad_token_id,
+        )
+        for key in REF_KEYS:
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.float32)
+        return batch
+
+
+class SPINTrainer(Trainer):
+    """Trainer whose loss is a registered SPIN loss on precomputed reference log-probs.
+
+    ``nll_weight`` adds the real response's per-token negative log-likelihood (as in
+    iterative RPO), which keeps the real answers' likelihood from falling with the generated
+    ones'.
+    """
+
+    # The loss is a mean over the micro-batch's pairs; Trainer divides it for accumulation.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args,
+        loss_name: str,
+        beta: float,
+        label_smoothing: float = 0.0,
+        nll_weight: float = 0.0,
+        **kwargs,
+    ) -> None:
+        self.loss_fn = get_loss(loss_name)
+        self.beta = beta
+        self.label_smoothing = label_smoothing
+        self.nll_weight = nll_weight
+        # Per mode ("train"/"eval"): sums of METRICS over pairs, then the pair count.
+        self._pending: dict[str, Tensor] = {}
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        logps = sequence_logps(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"]
+        )
+        n_pairs = inputs["ref_real_logps"].shape[0]
+        policy_real, policy_generated = logps[:n_pairs], logps[n_pairs:]
+        out = self.loss_fn(
+            policy_real,
+            policy_generated,
+            inputs["ref_real_logps"],
+            inputs["ref_generated_logps"],
+            beta=self.beta,
+            label_smoothing=self.label_smoothing,
+        )
+        loss = out.losses.mean()
+        if self.nll_weight:
+            n_tokens = inputs["response_mask"][:n_pairs, 1:].sum(-1).clamp(min=1)
+            loss = loss + self.nll_weight * (-policy_real / n_tokens).mean()
+        self._record("train" if model.training else "eval", out, policy_real, policy_generated)
+        if return_outputs:
+            return loss, {
+                "policy_real_logps": policy_real,
+                "policy_generated_logps": policy_generated,
+            }
+        return loss
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Tensor, None, None]:
+        """Evaluation scores pairs with the SPIN loss; the model's own loss needs labels."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the SPIN metrics gathered since the last log: to the training log (the one
+        carrying ``loss``) or to an evaluation's (``<prefix>_loss``)."""
+        if "loss" in logs:
+            logs.update(self._flush("train", prefix=""))
+        else:
+            eval_loss = [k for k in logs if k.endswith("_loss") and not k.startswith("train")]
+            if eval_loss:
+                logs.update(self._flush("eval", prefix=eval_loss[0][: -len("loss")]))
+        super().log(logs, start_time)
+
+    def _record(
+        self, mode: str, out: LossOutput, policy_real: Tensor, policy_generated: Tensor
+    ) -> None:
+        values = torch.stack(
+            [
+                out.rewards_real,
+                out.rewards_generated,
+                out.rewards_real - out.rewards_generated,
+                (out.rewards_real > out.rewards_generated).float(),
+                policy_real,
+                policy_generated,
+            ]
+        ).detach()
+        count = values.new_tensor([values.shape[1]])
+        totals = torch.cat([values.sum(-1), count])
+        self._pending[mode] = self._pending[mode] + totals if mode in self._pending else totals
+
+    def _flush(self, mode: str, prefix: str) -> dict[str, float]:
+        # Every process calls log() at the same steps, so summing over processes is safe and
+        # gives means over all pairs of the global batch.
+        totals = self._pending.pop(mode, None)
+        if totals is None:
+            return {}
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        means = (totals[:-1] / totals[-1]).tolist()
+        return {prefix + name: value for name, value in zip(METRICS, means, strict=True)}
+
+
+def training_arguments(
+    output_dir: str,
+    *,
+    lr: float,
+    epochs: float,
+    batch_size: int,
+    grad_accumulation: int,
+    optimizer: str,
+    lr_scheduler: str,
+    warmup_ratio: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    precision: str,
+    gradient_checkpointing: bool,
+    seed: int,
+    logging_steps: int,
+) -> TrainingArguments:
+    """TrainingArguments for one SPIN iteration; ``batch_size`` counts pairs per device.
+
+    Checkpoints are the caller's business (``save_strategy="no"``), and every pair field is
+    kept for the collator (``remove_unused_columns=False``).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"trainer.optimizer={optimizer!r}; expected one of {list(OPTIMIZERS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r}; expected one of {list(PRECISIONS)}")
+    # transformers >= 5 has no warmup_ratio: warmup_steps below 1 is a ratio, 1 or more a
+    # step count, so a ratio of 1.0 would silently mean one step.
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"trainer.warmup_ratio={warmup_ratio} must be in [0, 1)")
+    return TrainingArguments(
+        output_dir=output_dir,
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accumulation,
+        optim=OPTIMIZERS[optimizer],
+        lr_scheduler_type=lr_scheduler,
+        warmup_steps=warmup_ratio,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=gradient_checkpointing,
+        seed=seed,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def train_pairs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict] | Dataset,
+    args: TrainingArguments,
+    loss_name: str,
+    beta: float,
+    label_smoothing: float,
+    nll_weight: float,
+    callbacks: tuple[TrainerCallback, ...] | list[TrainerCallback] = (),
+) -> list[dict]:
+    """Train ``model`` in place on pairs carrying reference log-probs; returns the log history.
+
+    ``examples`` may be a list of dicts or a ``datasets.Dataset`` (as stored by the pipeline);
+    only the pair and reference fields are used.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
+    columns = PAIR_KEYS + REF_KEYS
+    if isinstance(examples, Dataset):
+        missing = [key for key in columns if key not in examples.column_names]
+        if missing:
+            raise KeyError(f"the pairs data set lacks the columns {missing}; needs {list(columns)}")
+        dataset = examples.select_columns(list(columns))
+    else:
+        check_pair_keys(examples, columns)
+        dataset = Dataset.from_list(
+            [{key: example[key] for key in columns} for example in examples]
+        )
+    trainer = SPINTrainer(
+        model=model,
+        args=args,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        loss_name=loss_name,
+        beta=beta,
+        label_smoothing=label_smoothing,
+        nll_weight=nll_weight,
+    )
+    trainer.train()
+    return trainer.state.log_history
