@@ -3,7 +3,7 @@
 SPIN compares log p(y|x) summed over the response tokens only. The float32 log-softmax over
 the vocabulary dominates memory on small models with large vocabularies, so it is taken
 only on the positions that predict a response token: the model projects just those hidden
-states onto the vocabulary (``logits_to_keep`` with a boolean mask).
+states onto the vocabulary (``logits_to_keep``).
 """
 
 from __future__ import annotations
@@ -63,24 +63,24 @@ def sequence_logps(
     left-padded, right-padded or alone. A response token at position 0 has no prediction
     and is not counted.
     """
-    # Logits at position t predict token t + 1.
-    targets_mask = response_mask[:, 1:].bool()
-    predicts_response = torch.zeros_like(response_mask, dtype=torch.bool)
-    predicts_response[:, :-1] = targets_mask
+    # Logits at position t predict token t + 1. Only the positions predicting a response
+    # token in some row are projected onto the vocabulary (a 1-D ``logits_to_keep``, which
+    # every recent transformers release accepts); the model is still called as a whole so
+    # distributed wrappers see the forward.
+    predicts = torch.zeros_like(response_mask, dtype=torch.bool)
+    predicts[:, :-1] = response_mask[:, 1:].bool()
+    keep = predicts.any(0).nonzero().squeeze(-1)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     logits = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        logits_to_keep=predicts_response,
+        logits_to_keep=keep,
         use_cache=False,
     ).logits.float()
-    targets = input_ids[:, 1:][targets_mask]
-    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-    row_of_token = rows[:, None].expand_as(targets_mask)[targets_mask]
-    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=token_logps.device)
-    return sums.index_add(0, row_of_token, token_logps)
+    targets = input_ids[:, keep + 1]
+    token_logps = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+    return (token_logps * predicts[:, keep]).sum(-1)
 
 
 def reference_logps(

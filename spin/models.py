@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import string
 from pathlib import Path
 
@@ -136,4 +137,11 @@ def load_model(
     )
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return model.to(default_device()), tokenizer
+
+
+def default_device() -> torch.device:
+    """The accelerator when one is present (this process's under a distributed launch)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")

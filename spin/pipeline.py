@@ -128,6 +128,7 @@ class Pipeline:
             "max_prompt_length": self.cfg.model.max_prompt_length,
             "max_length": self.cfg.model.max_length,
             "drop_identical": self.cfg.spin.drop_identical,
+            "precision": self.cfg.trainer.precision,
         }
 
         def build(work: Path) -> None:
@@ -140,6 +141,7 @@ class Pipeline:
                 self.cfg.trainer.ref_batch_size,
                 tokenizer.pad_token_id,
                 desc=f"iter {t}: reference",
+                precision=self.cfg.trainer.precision,
             )
             for ex, r, g in zip(examples, ref_real, ref_gen, strict=True):
                 ex["ref_real_logps"], ex["ref_generated_logps"] = r, g
@@ -192,26 +194,12 @@ class Pipeline:
         spec = {"parent": model.key, "reference": ref.key, "loss": loss, "trainer": trainer}
 
         def build(work: Path) -> None:
-            self._loaded = None  # training mutates the weights: never share the cached copy
-            policy, tokenizer = self.load(model)
+            # Training mutates the weights: load a private copy and free the cached one.
             self._loaded = None
-            tc = self.cfg.trainer
-            args = training_arguments(
-                str(work / "checkpoints"),
-                lr=settings.lr,
-                epochs=settings.epochs,
-                batch_size=tc.batch_size,
-                grad_accumulation=tc.grad_accumulation,
-                optimizer=tc.optimizer,
-                lr_scheduler=tc.lr_scheduler,
-                warmup_ratio=tc.warmup_ratio,
-                weight_decay=tc.weight_decay,
-                max_grad_norm=tc.max_grad_norm,
-                precision=tc.precision,
-                gradient_checkpointing=tc.gradient_checkpointing,
-                seed=tc.seed,
-                logging_steps=tc.logging_steps,
+            policy, tokenizer = load_model(
+                model.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code
             )
+            args = training_arguments(str(work / "checkpoints"), **trainer)
             pairs = load_from_disk(str(ref.path / "pairs"))
             history = train_pairs(
                 policy,
