@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spin.artifacts import Artifact, ArtifactStore, read_json, spec_key, write_json
 from spin.config import IterationSettings, iteration_settings, validate
-from spin.data import PromptFormatter, extract_answer, load_splits
+from spin.data import PromptFormatter, extract_answer, fingerprint, load_splits
 from spin.generation import make_generator
 from spin.logprobs import reference_logps
 from spin.models import load_model, materialize_start_model
@@ -88,7 +88,7 @@ class Pipeline:
     def generations(self, model: ModelRef, t: int) -> Artifact:
         spec = {
             "model": model.key,
-            "data": self.splits.fingerprint,
+            "train": self.splits.train_fingerprint,
             **section(self.cfg, "generation", drop=("batch_size",)),
         }
 
@@ -224,7 +224,7 @@ class Pipeline:
             return {}
         spec = {
             "model": model.key,
-            "data": self.splits.fingerprint,
+            "test": fingerprint(self.splits.test[: self.cfg.eval.n_test]),
             "prompt_format": self.cfg.generation.prompt_format,
             **section(self.cfg, "eval", drop=("batch_size", "n_samples")),
         }

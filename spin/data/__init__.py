@@ -12,6 +12,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,31 @@ DEFAULT_ARITH_TEST = 100
 HOLDOUT_SHARE = 0.05
 
 
+def fingerprint(records: list[dict]) -> str:
+    """A content hash that is independent of dict key order."""
+    payload = json.dumps(records, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Splits:
-    """Train and test records; ``fingerprint`` is the sha256 of their content."""
+    """Train and test records with content hashes, so an artifact that depends on one
+    split (generations on train, scores on test) is keyed by that split alone."""
 
     train: list[dict]
     test: list[dict]
-    fingerprint: str
 
+    @cached_property
+    def train_fingerprint(self) -> str:
+        return fingerprint(self.train)
 
-def fingerprint(train: list[dict], test: list[dict]) -> str:
-    """A content hash that is independent of dict key order."""
-    payload = json.dumps({"train": train, "test": test}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    @cached_property
+    def test_fingerprint(self) -> str:
+        return fingerprint(self.test)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint([{"train": self.train_fingerprint, "test": self.test_fingerprint}])
 
 
 def _jsonl_file(cfg: Any, split: str) -> Path:
@@ -134,4 +147,4 @@ def load_splits(cfg: Any) -> Splits:
             train = train[: cfg.n_train]
         if cfg.n_test:
             test = test[: cfg.n_test]
-    return Splits(train, test, fingerprint(train, test))
+    return Splits(train, test)
