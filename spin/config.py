@@ -127,13 +127,37 @@ class IterationOverride:
 
 
 @dataclass
-class EvalConfig:
-    """Held-out scoring of every model the chain produces."""
+class EvalTaskConfig:
+    """How one lm-eval task is run and read (``eval.settings.<task>``); unset: the task's own."""
 
-    name: str = "exact_match"
-    n_test: int | None = None
+    num_fewshot: int | None = None
+    # lm-eval's result key "<metric>,<filter>", e.g. "acc_norm,none"; None: the task's first.
+    metric: str | None = None
+    # A local copy of the task's hub data set (a directory in the hub layout, or another id).
+    dataset_path: str | None = None
+    # A user's own JSONL set, scored with an embedded task's prompt and metric (``template``);
+    # ``fields`` maps the template's field names to the file's, e.g. {question: prompt}.
+    template: str | None = None
+    path: str | None = None
+    fewshot_path: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    """Scoring of every model the chain produces on lm-eval tasks (see evaluation/)."""
+
+    name: str = "embedded"
+    # lm-eval task or group names; an empty list turns scoring off.
+    tasks: list[str] = field(default_factory=list)
+    settings: dict[str, EvalTaskConfig] = field(default_factory=dict)
+    # Documents per task (a quick look); None scores every document.
+    limit: int | None = None
     batch_size: int = 16
-    max_new_tokens: int = 256
+    # Generation budget of generative tasks; None keeps each task's own.
+    max_new_tokens: int | None = None
+    apply_chat_template: bool = False
+    seed: int = 1234
     n_samples: int = 8
 
 
@@ -181,7 +205,6 @@ ALLOWED = {
     "generation.backend": ("hf",),
     "trainer.optimizer": ("rmsprop", "adamw"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
-    "eval.name": ("exact_match", "none"),
     "logger.name": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
 }

@@ -20,13 +20,13 @@ from typing import Any
 from datasets import Dataset, load_from_disk
 from omegaconf import DictConfig, OmegaConf
 
+from evaluation import eval_spec, flat_scores, plan_tasks, prepare, run_tasks
 from spin.artifacts import Artifact, ArtifactStore, read_json, spec_key, write_json
 from spin.config import IterationSettings, iteration_settings, validate
-from spin.data import PromptFormatter, extract_answer, fingerprint, load_splits
+from spin.data import PromptFormatter, load_splits
 from spin.generation import make_generator
 from spin.logprobs import reference_logps
 from spin.models import load_model, materialize_start_model
-from spin.scoring import exact_match
 from spin.tracking import Tracker
 from spin.trainer import train_pairs, training_arguments
 
@@ -220,30 +220,18 @@ class Pipeline:
         return ModelRef(artifact.key, str(artifact.path / "model")), artifact
 
     def evaluate(self, model: ModelRef) -> dict[str, Any]:
-        if self.cfg.eval.name == "none":
+        """Score a model on the eval tasks: once per model and scoring settings, shared by
+        every job (the start model is scored once for all jobs that start from it)."""
+        plans = plan_tasks(self.cfg.eval)
+        if not plans:
             return {}
-        spec = {
-            "model": model.key,
-            "test": fingerprint(self.splits.test[: self.cfg.eval.n_test]),
-            "prompt_format": self.cfg.generation.prompt_format,
-            **section(self.cfg, "eval", drop=("batch_size", "n_samples")),
-        }
+        spec = {"model": model.key, "dtype": self.cfg.model.dtype}
+        spec |= eval_spec(self.cfg.eval, plans)
 
         def build(work: Path) -> None:
+            prepared = prepare(plans, work)  # fails here, before the model is loaded
             policy, tokenizer = self.load(model)
-            gen_cfg = OmegaConf.merge(
-                self.cfg.generation,
-                {
-                    "do_sample": False,
-                    "max_new_tokens": self.cfg.eval.max_new_tokens,
-                    "batch_size": self.cfg.eval.batch_size,
-                },
-            )
-            generator = make_generator(policy, tokenizer, gen_cfg)
-            records = self.splits.test[: self.cfg.eval.n_test]
-            result = exact_match(generator, self.formatter(tokenizer), records, extract_answer)
-            result["seconds"] = generator.last_stats["seconds"]
-            write_json(work / "results.json", result)
+            write_json(work / "results.json", run_tasks(prepared, policy, tokenizer, self.cfg.eval))
 
         return read_json(self._artifact("eval", spec, build).path / "results.json")
 
@@ -320,15 +308,22 @@ class Pipeline:
         )
 
     def _log_eval(self, prefix: str, t: int | None, task: str, result: dict[str, Any]) -> None:
+        """``<prefix>/<task>/<metric>`` and ``<prefix>/average`` per model, and one table on the
+        run with every model scored so far side by side (its last version holds them all)."""
         if not result:
             return
-        row = {f"{prefix}/{task}/{name}": value for name, value in scores(result).items()}
+        values = scores(result)
+        row = {f"{prefix}/{name}": value for name, value in values.items()}
         self.tracker.log(row if t is None else {"iteration": t, **row})
+        label = "start model" if t is None else f"SPIN iteration {t}"
+        rows = [*getattr(self, "_eval_rows", []), [label, *values.values()]]
+        self._eval_rows = rows
+        self.tracker.log_table("eval/summary", ["model", *values], rows)
 
 
 def scores(result: dict[str, Any]) -> dict[str, float]:
-    """The numeric metrics of an evaluation result."""
-    return {k: v for k, v in result.items() if k in ("exact_match", "formatted")}
+    """``<task>/<metric>`` -> value and ``average`` of an evaluation result."""
+    return flat_scores(result["summary"]) if result else {}
 
 
 def read_pairs(gen: Artifact) -> list[dict[str, Any]]:

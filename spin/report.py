@@ -1,20 +1,40 @@
-"""The short table a job prints at the end."""
+"""The table a job (or a standalone scoring) prints at the end: one column per model, one row
+per task metric, and the average over tasks last."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """Held-out scores of the start model and of every iteration's output, as text."""
-    rows = [("start model", report["start"])]
-    rows += [(f"SPIN iteration {it['iteration']}", it["eval"]) for it in report["iterations"]]
-    metrics = sorted({name for _, values in rows for name in values})
-    if not metrics:
+def format_table(columns: list[tuple[str, dict[str, float]]]) -> str:
+    """Scores side by side; ``columns`` pairs a model label with its ``<task>/<metric>`` scores.
+
+    Scores are fractions and shown as percentages; a model without a score shows ``-``.
+    """
+    names = [n for n in dict.fromkeys(n for _, scores in columns for n in scores) if n != "average"]
+    if not names:
         return "(evaluation disabled: eval=none)"
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{'model':<{width}}  " + "  ".join(f"{m:>12}" for m in metrics)]
-    for label, values in rows:
-        cells = (f"{100 * values[m]:>11.1f}%" if m in values else f"{'-':>12}" for m in metrics)
-        lines.append(f"{label:<{width}}  " + "  ".join(cells))
+    names.append("average")
+    width = max(len(n) for n in names)
+    cells = [max(len(label), 7) for label, _ in columns]
+    lines = [
+        "  ".join(
+            [
+                f"{'task/metric':<{width}}",
+                *(f"{lb:>{w}}" for (lb, _), w in zip(columns, cells, strict=True)),
+            ]
+        )
+    ]
+    for name in names:
+        row = [f"{name:<{width}}"]
+        for (_, scores), w in zip(columns, cells, strict=True):
+            row.append(f"{100 * scores[name]:>{w - 1}.1f}%" if name in scores else f"{'-':>{w}}")
+        lines.append("  ".join(row))
     return "\n".join(lines)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The start model and every iteration's output of a job, per task and averaged."""
+    columns = [("start model", report["start"])]
+    columns += [(f"SPIN iteration {it['iteration']}", it["eval"]) for it in report["iterations"]]
+    return format_table(columns)

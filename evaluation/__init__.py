@@ -1,0 +1,23 @@
+"""Scoring models with lm-eval: the paper's leaderboard tasks and tasks that ship offline.
+
+:mod:`evaluation.plan` resolves the ``eval`` config section into task plans (and the
+artifact spec), :mod:`evaluation.runner` checks them and runs them on a loaded model,
+:mod:`evaluation.summary` reads one score per task and their average, and
+``evaluation/tasks`` holds the embedded lm-eval task files (usable with ``lm_eval
+--include_path evaluation/tasks`` too), built by :mod:`evaluation.data`.
+"""
+
+from evaluation.availability import DatasetUnavailable
+from evaluation.plan import TaskPlan, eval_spec, plan_tasks
+from evaluation.runner import prepare, run_tasks
+from evaluation.summary import flat_scores
+
+__all__ = [
+    "DatasetUnavailable",
+    "TaskPlan",
+    "eval_spec",
+    "flat_scores",
+    "plan_tasks",
+    "prepare",
+    "run_tasks",
+]

@@ -1,0 +1,126 @@
+"""Builds the embedded tasks' JSONL files from the project's synthetic arithmetic problems.
+
+The files ship with the project (``evaluation/tasks/data``) so lm-eval's own CLI can run the
+tasks too; ``python -m evaluation.data`` rewrites them, and a test checks that the shipped
+files are exactly what this module builds. Evaluation items come from the arith TEST split,
+which is hash-disjoint from every train split the chain can draw, and the few-shot pool from
+the TRAIN split, as GSM8k draws its exemplars from its own train split.
+
+Schemas follow the hub data sets the tasks imitate: GSM8k's ``question``/``answer`` (the
+answer ends with ``#### <n>``) and TruthfulQA's ``question``/``mc2_targets`` (candidate
+answers with 0/1 labels).
+
+The sizes are set by cost: on two CPU cores a 135M model reads a few hundred tokens per
+second, so the default embedded evaluation (48 generations after 2 short exemplars, 64
+choice pairs) takes about two minutes per model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from spin.data import generate_arith
+
+DATA_DIR = Path(__file__).parent / "tasks" / "data"
+SEED = 0
+# The chain's default data difficulty, so the test items are its held-out problems.
+DIFFICULTY = [2, 3]
+# Exemplars are two-step problems: they show the format at the lowest prompt cost.
+FEWSHOT_DIFFICULTY = [2]
+N_GENERATION = 48
+N_MULTIPLE_CHOICE = 64
+N_FEWSHOT_POOL = 16
+
+# "x op y = r" in one solution line; the result is where an arithmetic slip goes.
+EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+OPS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a // b if a % b == 0 else None,
+}
+SLIPS = (-10, -2, -1, 1, 2, 10)
+
+
+def gsm_doc(record: dict) -> dict:
+    """A problem in GSM8k's schema."""
+    return {"question": record["prompt"], "answer": record["response"]}
+
+
+def _redo_line(line: str, old: int, new: int) -> tuple[str, int, int] | None:
+    """Carry a changed value into the next step: the line with ``old`` read as ``new``,
+    its old result and its new one; None when the step no longer divides evenly."""
+    a, op, b, r = EQUATION.search(line).groups()
+    if int(a) != old:
+        return line, int(r), int(r)
+    result = OPS[op](new, int(b))
+    if result is None or result < 0:
+        return None
+    changed = re.sub(rf"\b{old}\b", str(new), line[: line.rindex("=")])
+    tail = line[line.rindex("=") :]
+    return changed + re.sub(rf"\b{r}\b", str(result), tail, count=1), int(r), result
+
+
+def slip(solution: str, step: int, delta: int) -> str | None:
+    """The solution with the result of ``step`` off by ``delta``, carried consistently through
+    the later steps and the final answer: a plausible mistake. None when it cannot be carried."""
+    lines = solution.splitlines()
+    body, final = lines[:-1], lines[-1]
+    match = EQUATION.search(body[step])
+    old = int(match.group(4))
+    new = old + delta
+    if new < 0:
+        return None
+    start, end = match.span(4)
+    out = [*body[:step], body[step][:start] + str(new) + body[step][end:]]
+    for line in body[step + 1 :]:
+        redone = _redo_line(line, old, new)
+        if redone is None:
+            return None
+        line, old, new = redone
+        out.append(line)
+    return "\n".join([*out, final.replace(str(old), str(new))])
+
+
+def mc2_doc(record: dict, rng: random.Random) -> dict:
+    """A problem in TruthfulQA's mc2 schema: the true solution, and the same solution with one
+    arithmetic slip carried to a wrong final answer. The two differ only from the slip on, so
+    the score isolates whether the model prefers the right arithmetic."""
+    solution = record["response"]
+    steps = len(solution.splitlines()) - 1
+    candidates = [(step, delta) for step in range(steps) for delta in SLIPS]
+    rng.shuffle(candidates)
+    wrong = next(w for step, delta in candidates if (w := slip(solution, step, delta)))
+    return {
+        "question": record["prompt"],
+        "mc2_targets": {"choices": [solution, wrong], "labels": [1, 0]},
+    }
+
+
+def build() -> dict[str, list[dict]]:
+    """Every embedded file's rows, by file name."""
+    _, test = generate_arith(0, N_GENERATION + N_MULTIPLE_CHOICE, SEED, DIFFICULTY)
+    train, _ = generate_arith(N_FEWSHOT_POOL, 0, SEED, FEWSHOT_DIFFICULTY)
+    rng = random.Random(SEED)
+    return {
+        "arith_test.jsonl": [gsm_doc(r) for r in test[:N_GENERATION]],
+        "arith_train.jsonl": [gsm_doc(r) for r in train],
+        "arith_mc2.jsonl": [mc2_doc(r, rng) for r in test[N_GENERATION:]],
+    }
+
+
+def to_jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def write(directory: Path = DATA_DIR) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in build().items():
+        (directory / name).write_text(to_jsonl(rows))
+
+
+if __name__ == "__main__":
+    write()

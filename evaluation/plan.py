@@ -1,0 +1,184 @@
+"""What the ``eval`` config section asks lm-eval to run, resolved before any work.
+
+A :class:`TaskPlan` is one requested task with everything its score depends on: few-shot
+count, the metric read from lm-eval's results, and where its documents come from (the hub,
+a local copy, the files that ship in ``evaluation/tasks``, or a user's JSONL file). The
+artifact spec is built from plans, so a model is scored again exactly when one of these
+changes, and never because of a setting that does not change the numbers (batch size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spin.config import ConfigError
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+# The embedded task files name their data relative to the directory above evaluation/.
+PROJECT_ROOT = TASKS_DIR.parents[1]
+EMBEDDED = tuple(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
+# Field names of each embedded task's documents, the names a user's ``fields`` maps from.
+TEMPLATE_FIELDS = {
+    "arith_gsm": ("question", "answer"),
+    "arith_mc2": ("question", "choices", "labels"),
+}
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One requested task, resolved from ``eval.tasks`` and ``eval.settings``."""
+
+    name: str
+    # The lm-eval task (or group) whose definition is used: ``name`` itself, or the embedded
+    # task a user's JSONL set borrows its prompt and metric from.
+    base: str
+    num_fewshot: int | None
+    metric: str | None
+    dataset_path: str | None = None
+    # split -> local file, for embedded tasks and user sets
+    data_files: dict[str, Path] = field(default_factory=dict)
+    # template field -> the user's field
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_user_set(self) -> bool:
+        return self.base != self.name
+
+    @property
+    def is_local(self) -> bool:
+        """True when no hub data set is involved."""
+        return bool(self.data_files) or (
+            self.dataset_path is not None and Path(self.dataset_path).exists()
+        )
+
+    def sources(self) -> list[Path]:
+        """The local files and folders the score depends on."""
+        if self.base in EMBEDDED and not self.is_user_set:
+            return [TASKS_DIR]
+        paths = list(self.data_files.values())
+        if self.is_user_set:
+            paths.append(TASKS_DIR / f"{self.base}.yaml")
+        if self.dataset_path is not None and Path(self.dataset_path).exists():
+            paths.append(Path(self.dataset_path))
+        return paths
+
+
+def plan_tasks(cfg: Any) -> list[TaskPlan]:
+    """The tasks of the ``eval`` section, checked; raises :class:`ConfigError` naming the key."""
+    if cfg.limit is not None and cfg.limit <= 0:
+        raise ConfigError(f"eval.limit={cfg.limit} must be a positive number of documents")
+    if cfg.max_new_tokens is not None and cfg.max_new_tokens <= 0:
+        raise ConfigError(f"eval.max_new_tokens={cfg.max_new_tokens} must be positive")
+    names = list(cfg.tasks)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"eval.tasks lists {duplicates} more than once")
+    return [_plan(name, cfg.settings.get(name)) for name in names]
+
+
+def _plan(name: str, settings: Any) -> TaskPlan:
+    num_fewshot = settings.num_fewshot if settings is not None else None
+    if num_fewshot is not None and num_fewshot < 0:
+        raise ConfigError(f"eval.settings.{name}.num_fewshot={num_fewshot} must be >= 0")
+    metric = settings.metric if settings is not None else None
+    if settings is not None and settings.path is not None:
+        return _user_plan(name, settings)
+    if settings is not None and (settings.template or settings.fields or settings.fewshot_path):
+        raise ConfigError(
+            f"eval.settings.{name}: template, fields and fewshot_path describe a user's JSONL "
+            f"set and need eval.settings.{name}.path=FILE"
+        )
+    dataset_path = settings.dataset_path if settings is not None else None
+    data_files = _embedded_files(name) if name in EMBEDDED and dataset_path is None else {}
+    return TaskPlan(name, name, num_fewshot, metric, dataset_path, data_files)
+
+
+def _embedded_files(name: str) -> dict[str, Path]:
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(TASKS_DIR / f"{name}.yaml", resolve_func=False)
+    files = config["dataset_kwargs"]["data_files"]
+    return {split: PROJECT_ROOT / path for split, path in files.items()}
+
+
+def _user_plan(name: str, settings: Any) -> TaskPlan:
+    key = f"eval.settings.{name}"
+    if settings.template not in TEMPLATE_FIELDS:
+        raise ConfigError(
+            f"{key}.template={settings.template!r}: a user's set is scored like one of the "
+            f"embedded tasks; expected one of {sorted(TEMPLATE_FIELDS)}"
+        )
+    if name in EMBEDDED:
+        raise ConfigError(f"eval.tasks: {name!r} is an embedded task; name your set otherwise")
+    expected = TEMPLATE_FIELDS[settings.template]
+    unknown = sorted(set(settings.fields) - set(expected))
+    if unknown:
+        raise ConfigError(
+            f"{key}.fields has {unknown}; {settings.template} documents have the fields "
+            f"{list(expected)} (map each to your file's field name)"
+        )
+    files = {"test": Path(settings.path)}
+    if settings.fewshot_path is not None:
+        files["train"] = Path(settings.fewshot_path)
+    elif settings.num_fewshot:
+        raise ConfigError(
+            f"{key}.num_fewshot={settings.num_fewshot} needs examples to draw from: set "
+            f"{key}.fewshot_path=FILE (same fields), or num_fewshot=0"
+        )
+    for split, path in files.items():
+        if not path.is_file():
+            what = "path" if split == "test" else "fewshot_path"
+            raise ConfigError(f"{key}.{what}={str(path)!r} is not a file")
+    fields = {f: settings.fields.get(f, f) for f in expected}
+    num_fewshot = settings.num_fewshot if settings.num_fewshot is not None else 0
+    return TaskPlan(
+        name, settings.template, num_fewshot, settings.metric, None, files, dict(fields)
+    )
+
+
+def content_hash(paths: list[Path]) -> str:
+    """Hash of the files under ``paths`` (names and bytes), so edited data re-scores."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(path.relative_to(root.parent).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def eval_spec(cfg: Any, plans: list[TaskPlan]) -> dict[str, Any]:
+    """Exactly the settings and data that determine the scores (the artifact spec)."""
+    from lm_eval import __version__ as lm_eval_version
+
+    return {
+        "lm_eval": lm_eval_version,
+        "tasks": {
+            p.name: {
+                "base": p.base,
+                "num_fewshot": p.num_fewshot,
+                "metric": p.metric,
+                "dataset_path": p.dataset_path,
+                "fields": p.fields,
+                "data": content_hash(p.sources()) if p.sources() else None,
+            }
+            for p in plans
+        },
+        "limit": cfg.limit,
+        "max_new_tokens": cfg.max_new_tokens,
+        "apply_chat_template": cfg.apply_chat_template,
+        "seed": cfg.seed,
+    }
+
+
+def by_fewshot(plans: list[TaskPlan]) -> list[tuple[int | None, list[TaskPlan]]]:
+    """Plans grouped by few-shot count: lm-eval takes one count per call."""
+    groups: dict[int | None, list[TaskPlan]] = {}
+    for plan in plans:
+        groups.setdefault(plan.num_fewshot, []).append(plan)
+    return sorted(groups.items(), key=lambda item: -1 if item[0] is None else item[0])

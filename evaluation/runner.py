@@ -1,0 +1,116 @@
+"""Scores an already loaded model on the planned tasks with lm-eval's ``simple_evaluate``.
+
+The model and tokenizer the chain holds in memory are wrapped once in lm-eval's HFLM, so no
+task reloads them. ``simple_evaluate`` takes one few-shot count per call, so tasks are run in
+one call per distinct count. Everything that can fail without the model (unknown task,
+unreachable data set, malformed user file) is checked by :func:`prepare`, before the model
+is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lm_eval
+from lm_eval.api.group import Group
+from lm_eval.api.task import Task
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+
+from evaluation.availability import check_reachable
+from evaluation.plan import TaskPlan, by_fewshot
+from evaluation.summary import summarize
+from evaluation.tasks_index import lm_eval_task, task_manager
+from evaluation.userdata import write_converted
+
+log = logging.getLogger(__name__)
+
+# lm-eval's per-sample records are large and not needed for the scores.
+DROPPED_KEYS = ("samples", "pretty_env_info")
+
+
+@dataclass(frozen=True)
+class PreparedTasks:
+    """Plans ready for lm-eval: the registry and what ``simple_evaluate`` is given per plan."""
+
+    plans: list[TaskPlan]
+    manager: TaskManager
+    specs: dict[str, str | Task | Group]
+
+
+class LoadedModel(HFLM):
+    """HFLM around a model object. Its model info asks the hub for a commit hash of
+    ``pretrained``, which for a model object is no hub id: a network call that cannot succeed."""
+
+    def get_model_info(self) -> dict[str, Any]:
+        return {
+            "model_num_parameters": self.model.num_parameters(),
+            "model_dtype": str(self.model.dtype),
+        }
+
+
+def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
+    """Check that every task can run here, convert user sets into ``work`` and load the
+    documents of every task whose data location is overridden."""
+    manager = task_manager(plans)
+    check_reachable(manager, plans)
+    specs = {}
+    for plan in plans:
+        files = None
+        if plan.is_user_set:
+            files = write_converted(plan.data_files, plan.base, plan.fields, work / plan.name)
+        specs[plan.name] = lm_eval_task(manager, plan, files)
+    return PreparedTasks(plans, manager, specs)
+
+
+def run_tasks(prepared: PreparedTasks, model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
+    """lm-eval's outputs per few-shot count, plus the project's summary of them."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    lm = LoadedModel(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    start = time.perf_counter()
+    outputs: dict[str, dict[str, Any]] = {}
+    by_plan: dict[str, dict[str, Any]] = {}
+    for shots, plans in by_fewshot(prepared.plans):
+        output = _evaluate(lm, [prepared.specs[p.name] for p in plans], shots, prepared, cfg)
+        outputs[f"{shots}-shot" if shots is not None else "task-default-shots"] = output
+        by_plan |= {p.name: output for p in plans}
+    summary = summarize(prepared.plans, by_plan)
+    summary |= {
+        "seconds": time.perf_counter() - start,
+        "settings": {
+            "limit": cfg.limit,
+            "batch_size": cfg.batch_size,
+            "max_new_tokens": cfg.max_new_tokens,
+            "apply_chat_template": cfg.apply_chat_template,
+            "seed": cfg.seed,
+            "device": str(model.device),
+            "dtype": str(model.dtype),
+        },
+        "lm_eval_version": lm_eval.__version__,
+    }
+    return {"summary": summary, "lm_eval": outputs}
+
+
+def _evaluate(
+    lm: HFLM, specs: list[Any], shots: int | None, prepared: PreparedTasks, cfg: Any
+) -> dict[str, Any]:
+    output = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=specs,
+        num_fewshot=shots,
+        limit=cfg.limit,
+        task_manager=prepared.manager,
+        log_samples=False,
+        apply_chat_template=cfg.apply_chat_template,
+        fewshot_as_multiturn=cfg.apply_chat_template,
+        gen_kwargs={"max_gen_toks": cfg.max_new_tokens} if cfg.max_new_tokens else None,
+        random_seed=cfg.seed,
+        numpy_random_seed=cfg.seed,
+        torch_random_seed=cfg.seed,
+        fewshot_random_seed=cfg.seed,
+    )
+    return {k: v for k, v in output.items() if k not in DROPPED_KEYS}

@@ -1,0 +1,107 @@
+"""lm-eval's task registry, narrowed to the folders the plans need, and task definitions
+with the project's overrides (where a task's documents come from).
+
+Indexing every task lm-eval ships reads ~15k YAML files (seconds to tens of seconds), so the
+leaderboard tasks index only their own folders; any other task name falls back to the full
+index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lm_eval.tasks
+from lm_eval.api.group import Group
+from lm_eval.api.task import Task
+from lm_eval.tasks import TaskManager
+from lm_eval.tasks._index import Kind
+from lm_eval.tasks._yaml_loader import load_yaml
+
+from evaluation.plan import EMBEDDED, TASKS_DIR, TaskPlan
+from spin.config import ConfigError
+
+LM_EVAL_TASKS = Path(lm_eval.tasks.__file__).parent
+# Folders of lm-eval's task tree that define the leaderboard tasks.
+FOLDERS = {
+    "arc_challenge": "arc",
+    "truthfulqa_mc2": "truthfulqa",
+    "winogrande": "winogrande",
+    "gsm8k": "gsm8k",
+    "hellaswag": "hellaswag",
+    "mmlu": "mmlu/default",
+}
+
+
+def task_manager(plans: list[TaskPlan]) -> TaskManager:
+    """A registry that knows the embedded tasks and every lm-eval task the plans name."""
+    outside = {p.base for p in plans if p.base not in EMBEDDED}
+    if not outside:
+        return TaskManager(include_defaults=False, include_path=str(TASKS_DIR))
+    if outside <= set(FOLDERS):
+        folders = [str(LM_EVAL_TASKS / FOLDERS[name]) for name in sorted(outside)]
+        return TaskManager(include_defaults=False, include_path=[*folders, str(TASKS_DIR)])
+    return TaskManager(include_path=str(TASKS_DIR))
+
+
+def _entry(manager: TaskManager, name: str) -> Any:
+    entry = manager.task_index.get(name)
+    if entry is None:
+        raise ConfigError(
+            f"eval.tasks: {name!r} is not an lm-eval task or group; run `lm_eval ls tasks` for "
+            f"the names, or use the embedded tasks {list(EMBEDDED)}"
+        )
+    return entry
+
+
+def lm_eval_task(
+    manager: TaskManager, plan: TaskPlan, data_files: dict[str, Path] | None = None
+) -> str | Task | Group:
+    """What ``simple_evaluate`` is given for ``plan``: the registered name when nothing is
+    overridden, else the task (or group) built with the overrides as a patch of its
+    registered definition, which loads its documents now.
+
+    lm-eval takes an inline config dict as a whole definition, not a patch, and hands a
+    group dict's own keys down to its members; the registry's builder applies a patch the
+    way a group applies one to its members, so the override is built through it.
+    """
+    overrides: dict[str, Any] = {}
+    if plan.dataset_path is not None:
+        overrides["dataset_path"] = plan.dataset_path
+    files = data_files if data_files is not None else plan.data_files
+    if files:
+        overrides["dataset_kwargs"] = {"data_files": {k: str(v) for k, v in files.items()}}
+        if "train" not in files:
+            overrides["fewshot_split"] = None
+    if plan.is_user_set:
+        overrides["task"] = plan.name
+    if not overrides:
+        return plan.name
+    entry = _entry(manager, plan.base)
+    if entry.kind == Kind.TAG:
+        raise ConfigError(
+            f"eval.settings.{plan.name}: {plan.base!r} is an lm-eval tag; list its tasks "
+            "in eval.tasks to override where their data comes from"
+        )
+    return manager._factory.build(entry, overrides=overrides, registry=manager.task_index)
+
+
+def hub_datasets(manager: TaskManager, name: str) -> dict[str, str | None]:
+    """The hub data sets (path -> one config name) a task or group reads by default."""
+    entry = _entry(manager, name)
+    if entry.kind == Kind.TAG:
+        children = sorted(entry.tags)
+    elif entry.kind == Kind.GROUP:
+        children = [
+            child if isinstance(child, str) else child.get("task") or child.get("group")
+            for child in load_yaml(entry.yaml_path, resolve_func=False)["task"]
+        ]
+    else:
+        config = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else entry.cfg
+        path = config.get("dataset_path")
+        return {path: config.get("dataset_name")} if path else {}
+    found: dict[str, str | None] = {}
+    for child in children:
+        for path, config_name in hub_datasets(manager, child).items():
+            found.setdefault(path, config_name)
+    return found
