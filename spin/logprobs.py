@@ -20,6 +20,10 @@ PAIR_KEYS = (
     "generated_response_mask",
 )
 
+# Segments of a packed pair row (pack_pairs): the prompt both sides share, the rest of the
+# real sequence, the rest of the generated one, padding.
+SHARED, REAL, GENERATED, PAD = 0, 1, 2, 3
+
 # Mixed-precision names of trainer.precision and the dtypes their autocast runs in.
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -83,6 +87,125 @@ def sequence_logps(
     return (token_logps * predicts[:, keep]).sum(-1)
 
 
+def shared_prefix_length(
+    real_ids: list[int], real_mask: list[int], generated_ids: list[int], generated_mask: list[int]
+) -> int:
+    """How many leading prompt tokens the two sides of a pair have in common."""
+    shared = 0
+    for r, rm, g, gm in zip(real_ids, real_mask, generated_ids, generated_mask, strict=False):
+        if r != g or rm or gm:
+            break
+        shared += 1
+    return shared
+
+
+def pack_pairs(features: list[dict], pad_token_id: int) -> dict[str, Tensor]:
+    """Lay out each pair as one row ``prompt | real response | generated response``.
+
+    Real and generated responses of a pair follow the same prompt, so the prompt is run
+    through the model once instead of twice; the attention mask built by
+    :func:`pair_attention_mask` keeps the generated response from seeing the real one, and
+    its positions restart after the prompt, so every token sees exactly the context it has
+    alone. Besides the padded rows this returns, for each scored response token, the flat
+    position whose logits predict it (``score_index``), the token (``score_target``) and the
+    sequence it belongs to (``score_owner``: pair b's real side is b, its generated side B + b).
+    """
+    check_pair_keys(features)
+    rows, positions, segments = [], [], []
+    score_index, score_target, score_owner = [], [], []
+    n_pairs = len(features)
+    for b, f in enumerate(features):
+        real, real_mask = f["real_input_ids"], f["real_response_mask"]
+        gen, gen_mask = f["generated_input_ids"], f["generated_response_mask"]
+        for name, ids, mask in (("real", real, real_mask), ("generated", gen, gen_mask)):
+            if len(ids) != len(mask):
+                raise ValueError(
+                    f"pair {b}: {name}_input_ids has {len(ids)} tokens but its "
+                    f"{name}_response_mask {len(mask)}"
+                )
+        shared = shared_prefix_length(real, real_mask, gen, gen_mask)
+        rows.append(list(real) + list(gen[shared:]))
+        positions.append(list(range(len(real))) + list(range(shared, len(gen))))
+        segments.append(
+            [SHARED] * shared + [REAL] * (len(real) - shared) + [GENERATED] * (len(gen) - shared)
+        )
+        for t in range(1, len(real)):
+            if real_mask[t]:
+                score_index.append((b, t - 1))
+                score_target.append(real[t])
+                score_owner.append(b)
+        for t in range(1, len(gen)):
+            if gen_mask[t]:
+                before = t - 1
+                score_index.append((b, before if before < shared else len(real) + before - shared))
+                score_target.append(gen[t])
+                score_owner.append(n_pairs + b)
+    length = max(len(row) for row in rows)
+    batch = {
+        "input_ids": torch.full((n_pairs, length), pad_token_id, dtype=torch.long),
+        "position_ids": torch.zeros((n_pairs, length), dtype=torch.long),
+        "segments": torch.full((n_pairs, length), PAD, dtype=torch.long),
+    }
+    for b, (row, pos, seg) in enumerate(zip(rows, positions, segments, strict=True)):
+        batch["input_ids"][b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        batch["position_ids"][b, : len(row)] = torch.tensor(pos, dtype=torch.long)
+        batch["segments"][b, : len(row)] = torch.tensor(seg, dtype=torch.long)
+    batch["score_index"] = torch.tensor(
+        [b * length + col for b, col in score_index], dtype=torch.long
+    )
+    batch["score_target"] = torch.tensor(score_target, dtype=torch.long)
+    batch["score_owner"] = torch.tensor(score_owner, dtype=torch.long)
+    return batch
+
+
+def pair_attention_mask(segments: Tensor, attn_implementation: str, dtype: torch.dtype) -> Tensor:
+    """The 4-D mask of packed pair rows: causal, and a token sees the shared prompt plus its
+    own segment only (padding sees padding, so no row of the softmax is empty)."""
+    n = segments.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
+    query, key = segments[:, :, None], segments[:, None, :]
+    allowed = (causal & ((key == SHARED) | (key == query)))[:, None]
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":
+        blocked = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
+        return blocked.masked_fill(~allowed, torch.finfo(dtype).min)
+    raise ValueError(
+        f"attention implementation {attn_implementation!r} cannot take the packed pair mask; "
+        "load the model with attn_implementation='sdpa' or 'eager'"
+    )
+
+
+def pair_logps(model: PreTrainedModel, batch: dict[str, Tensor]) -> Tensor:
+    """Response log-probabilities of packed pairs (:func:`pack_pairs`): the B real sides,
+    then the B generated sides, each equal to :func:`sequence_logps` of the sequence alone.
+
+    Only the positions that predict a response token are projected onto the vocabulary, each
+    once, however many rows or sides it serves (the last prompt token predicts the first
+    token of both responses).
+    """
+    input_ids, segments = batch["input_ids"], batch["segments"]
+    n_pairs, length = input_ids.shape
+    keep = torch.zeros(n_pairs * length, dtype=torch.bool, device=input_ids.device)
+    keep[batch["score_index"]] = True
+    # Row-major rank of each kept position among the kept ones: its row in the logits.
+    rank = keep.long().cumsum(0) - 1
+    mask = pair_attention_mask(
+        segments, model.config._attn_implementation, next(model.parameters()).dtype
+    )
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep.view(n_pairs, length),
+        use_cache=False,
+    ).logits.float()
+    rows = rank[batch["score_index"]]
+    token_logps = logits[rows, batch["score_target"]] - logits.logsumexp(-1)[rows]
+    sums = torch.zeros(2 * n_pairs, dtype=token_logps.dtype, device=token_logps.device)
+    return sums.index_add(0, batch["score_owner"], token_logps)
+
+
 def reference_logps(
     model: PreTrainedModel,
     examples: list[dict],
@@ -93,33 +216,43 @@ def reference_logps(
 ) -> tuple[list[float], list[float]]:
     """Frozen-model log-probs of every pair's real and generated response, in input order.
 
-    Computed once per iteration so training needs no second model in memory. Sequences are
-    batched by length (longest first, so an out-of-memory batch shows up at once) to waste
-    little compute on padding. ``precision`` is the training's mixed precision (``fp32``,
-    ``bf16``, ``fp16``): computing the reference under the autocast the policy trains in
-    keeps the rounding difference between the two out of the rewards.
+    Computed once per iteration so training needs no second model in memory. ``batch_size``
+    counts sequences: pairs go ``batch_size // 2`` to a batch, packed as in training
+    (:func:`pack_pairs`) and grouped by length (longest first, so an out-of-memory batch
+    shows up at once) to waste little compute on padding. ``precision`` is the training's
+    mixed precision (``fp32``, ``bf16``, ``fp16``): computing the reference under the
+    autocast the policy trains in keeps the rounding difference between the two out of the
+    rewards.
     """
     if precision not in ("fp32", *AUTOCAST):
         raise ValueError(f"trainer.precision={precision!r}; expected one of {['fp32', *AUTOCAST]}")
     check_pair_keys(examples)
-    sequences = [(ex["real_input_ids"], ex["real_response_mask"]) for ex in examples]
-    sequences += [(ex["generated_input_ids"], ex["generated_response_mask"]) for ex in examples]
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]), reverse=True)
+    order = sorted(range(len(examples)), key=lambda i: -packed_length(examples[i]))
+    per_batch = max(1, batch_size // 2)
     device = next(model.parameters()).device
-    results = [0.0] * len(sequences)
+    real, generated = [0.0] * len(examples), [0.0] * len(examples)
     was_training = model.training
     model.eval()
     autocast = torch.autocast(
         device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST
     )
     with torch.no_grad(), autocast:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-            chunk = order[start : start + batch_size]
-            batch = pad_right(
-                [sequences[i][0] for i in chunk], [sequences[i][1] for i in chunk], pad_token_id
-            )
-            logps = sequence_logps(model, **{k: v.to(device) for k, v in batch.items()})
-            for i, value in zip(chunk, logps.tolist(), strict=True):
-                results[i] = value
+        for start in tqdm(range(0, len(order), per_batch), desc=desc, unit="batch"):
+            chunk = order[start : start + per_batch]
+            batch = pack_pairs([examples[i] for i in chunk], pad_token_id)
+            logps = pair_logps(model, {k: v.to(device) for k, v in batch.items()}).tolist()
+            for j, i in enumerate(chunk):
+                real[i], generated[i] = logps[j], logps[len(chunk) + j]
     model.train(was_training)
-    return results[: len(examples)], results[len(examples) :]
+    return real, generated
+
+
+def packed_length(example: dict) -> int:
+    """Length of a pair's packed row: what its compute and padding scale with."""
+    shared = shared_prefix_length(
+        example["real_input_ids"],
+        example["real_response_mask"],
+        example["generated_input_ids"],
+        example["generated_response_mask"],
+    )
+    return len(example["real_input_ids"]) + len(example["generated_input_ids"]) - shared

@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from spin.logprobs import pad_right, reference_logps, sequence_logps
+from spin.logprobs import pad_right, pair_logps, reference_logps, sequence_logps
 from spin.models import build_tiny
 from spin.trainer import METRICS, PairCollator, SPINTrainer, train_pairs, training_arguments
 
@@ -120,17 +120,18 @@ def test_padding_side_does_not_change_logps(tiny):
         torch.testing.assert_close(sequence_logps(model, **left), singles, atol=1e-5, rtol=0)
 
 
-def test_concatenated_batch_scores_each_sequence_as_alone(tiny):
+def test_packed_pairs_score_each_sequence_as_alone(tiny):
     model, tokenizer = tiny
     pairs = [
         {**p, "ref_real_logps": 0.0, "ref_generated_logps": 0.0} for p in make_pairs(tokenizer)
     ]
     batch = PairCollator(tokenizer.pad_token_id)(pairs)
-    assert batch["input_ids"].shape[0] == 2 * len(pairs)
+    # One row per pair, the shared prompt once: shorter than the two sequences side by side.
+    assert batch["input_ids"].shape[0] == len(pairs)
+    longest = max(len(p["real_input_ids"]) + len(p["generated_input_ids"]) for p in pairs)
+    assert batch["input_ids"].shape[1] < longest
     with torch.no_grad():
-        logps = sequence_logps(
-            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-        )
+        logps = pair_logps(model, batch)
     real = [alone(model, p["real_input_ids"], p["real_response_mask"]) for p in pairs]
     generated = [
         alone(model, p["generated_input_ids"], p["generated_response_mask"]) for p in pairs
@@ -146,9 +147,7 @@ def test_reference_logps_equal_a_frozen_copy_in_input_order(tiny):
     frozen = copy.deepcopy(model).eval()
     batch = PairCollator(tokenizer.pad_token_id)(pairs)
     with torch.no_grad():
-        logps = sequence_logps(
-            frozen, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-        )
+        logps = pair_logps(frozen, batch)
     n = len(pairs)
     torch.testing.assert_close(batch["ref_real_logps"], logps[:n], atol=1e-5, rtol=0)
     torch.testing.assert_close(batch["ref_generated_logps"], logps[n:], atol=1e-5, rtol=0)
