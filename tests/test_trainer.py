@@ -21,6 +21,16 @@ PAIRS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's matrices are too small to gain from threads, and on a busy machine
+    competing threads make each call many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     model, tokenizer = build_tiny(seed=0)
