@@ -6,7 +6,7 @@ ARGS ?=
 # A CPU build of torch unless an NVIDIA driver is present (an unpinned torch is a CUDA build).
 TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup run test test-all lint
+.PHONY: setup run test test-all lint bench bench-quick
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,13 @@ test-all: setup
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Benchmarks (not tests): SPIN against TRL's DPOTrainer, HF generation baselines, and one whole
+# iteration stage by stage; see docs/performance.md. `make bench ARGS=--quick` or
+# `make bench-quick` runs the few-minute versions.
+bench: setup
+	$(PY) -c "import trl" 2>/dev/null || $(PY) -m pip install --quiet -e ".[bench]"
+	for b in training generation iteration; do $(PY) benchmarks/bench_$$b.py $(ARGS) || exit 1; done
+
+bench-quick:
+	$(MAKE) bench ARGS=--quick
