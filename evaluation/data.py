@@ -10,9 +10,9 @@ Schemas follow the hub data sets the tasks imitate: GSM8k's ``question``/``answe
 answer ends with ``#### <n>``) and TruthfulQA's ``question``/``mc2_targets`` (candidate
 answers with 0/1 labels).
 
-The sizes are set by cost: on two CPU cores a 135M model reads a few hundred tokens per
-second, so the default embedded evaluation (48 generations after 2 short exemplars, 64
-choice pairs) takes about two minutes per model.
+The sizes are set by cost: on two CPU cores a 135M model reads only ~100-250 tokens per
+second, and a 2-shot prompt is ~330 tokens, a choice ~105; 32 generations and 48 choice
+pairs keep the default embedded evaluation near two minutes per model.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ SEED = 0
 DIFFICULTY = [2, 3]
 # Exemplars are two-step problems: they show the format at the lowest prompt cost.
 FEWSHOT_DIFFICULTY = [2]
-N_GENERATION = 48
-N_MULTIPLE_CHOICE = 64
+N_GENERATION = 32
+N_MULTIPLE_CHOICE = 48
 N_FEWSHOT_POOL = 16
 
 # "x op y = r" in one solution line; the result is where an arithmetic slip goes.

@@ -318,7 +318,8 @@ class Pipeline:
         label = "start model" if t is None else f"SPIN iteration {t}"
         rows = [*getattr(self, "_eval_rows", []), [label, *values.values()]]
         self._eval_rows = rows
-        self.tracker.log_table("eval/summary", ["model", *values], rows)
+        axes = {} if t is None else {"iteration": t}
+        self.tracker.log_table("eval/summary", ["model", *values], rows, **axes)
 
 
 def scores(result: dict[str, Any]) -> dict[str, float]:
