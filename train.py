@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     print(f"Artifacts: {Path(cfg.paths.root) / 'artifacts'}")
     if report["wandb"]:
         print(f"W&B run: {report['wandb']}")
-    print(f"\nHeld-out {cfg.data.name} test split ({cfg.eval.name}):")
+    print(f"\nScores (eval={cfg.eval.name}):")
     print(format_report(report))
 
 

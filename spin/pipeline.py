@@ -61,6 +61,7 @@ class Pipeline:
         self.splits = load_splits(cfg.data)
         self._loaded: tuple[str, Any, Any] | None = None
         self.global_step = 0
+        self._eval_rows: list[list[Any]] = []
 
     # ----------------------------------------------------------------- models
     def load(self, ref: ModelRef) -> tuple[Any, Any]:
@@ -243,10 +244,9 @@ class Pipeline:
     # ------------------------------------------------------------------ chain
     def run(self) -> dict[str, Any]:
         """Build iterations 0..iter; log each; return the job's report."""
-        task = self.cfg.data.name
         model = self.start_model()
         start_eval = self.evaluate(model)
-        self._log_eval("start", None, task, start_eval)
+        self._log_eval("start", None, start_eval)
         report: dict[str, Any] = {"start": scores(start_eval), "iterations": []}
         previous: Artifact | None = None
         for t in range(self.cfg.iter + 1):
@@ -257,7 +257,7 @@ class Pipeline:
             trained, model_artifact = self.train(model, ref, settings, t)
             evaluation = self.evaluate(trained)
             self._log_iteration(t, gen, ref, model_artifact)
-            self._log_eval("eval", t, task, evaluation)
+            self._log_eval("eval", t, evaluation)
             report["iterations"].append(
                 {
                     "iteration": t,
@@ -307,7 +307,7 @@ class Pipeline:
             iteration=t,
         )
 
-    def _log_eval(self, prefix: str, t: int | None, task: str, result: dict[str, Any]) -> None:
+    def _log_eval(self, prefix: str, t: int | None, result: dict[str, Any]) -> None:
         """``<prefix>/<task>/<metric>`` and ``<prefix>/average`` per model, and one table on the
         run with every model scored so far side by side (its last version holds them all)."""
         if not result:
@@ -316,10 +316,9 @@ class Pipeline:
         row = {f"{prefix}/{name}": value for name, value in values.items()}
         self.tracker.log(row if t is None else {"iteration": t, **row})
         label = "start model" if t is None else f"SPIN iteration {t}"
-        rows = [*getattr(self, "_eval_rows", []), [label, *values.values()]]
-        self._eval_rows = rows
+        self._eval_rows.append([label, *values.values()])
         axes = {} if t is None else {"iteration": t}
-        self.tracker.log_table("eval/summary", ["model", *values], rows, **axes)
+        self.tracker.log_table("eval/summary", ["model", *values], self._eval_rows, **axes)
 
 
 def scores(result: dict[str, Any]) -> dict[str, float]:
