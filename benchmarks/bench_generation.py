@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The benchmarks' helpers and the repository's packages, whichever directory runs this.
+# ruff: noqa: E402  (the imports below need the path above)
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import common
 
 from spin.config import GenerationConfig
@@ -96,11 +98,12 @@ def main() -> None:
     }
     results = {}
     for name, fn in contenders.items():
+        before = common.load_average()
         texts, tokens, seconds = timed(fn)
         results[name] = {"texts": texts, "tokens": tokens, "seconds": seconds}
         print(
-            f"{name:17s} {tokens / seconds:7.2f} generated tokens/s  {tokens:6d} tokens  "
-            f"{seconds:7.1f} s",
+            f"{name:17s} (load {before:.2f}) {tokens / seconds:7.2f} generated tokens/s  "
+            f"{tokens:6d} tokens  {seconds:7.1f} s",
             flush=True,
         )
     print(f"load after: {common.load_average():.2f}")

@@ -26,7 +26,9 @@ from pathlib import Path
 from datasets import load_from_disk
 from hydra import compose, initialize_config_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The benchmarks' helpers and the repository's packages, whichever directory runs this.
+# ruff: noqa: E402  (the imports below need the path above)
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import common
 
 from spin.artifacts import read_json

@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The benchmarks' helpers and the repository's packages, whichever directory runs this.
+# ruff: noqa: E402  (the imports below need the path above)
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import common
 
 CONTENDERS = ("spin", "trl", "trl-precompute")
@@ -207,14 +209,17 @@ def parent(mode: str) -> None:
     for contender in CONTENDERS:
         args = ["--contender", contender, "--pairs", str(settings["pairs"])]
         args += ["--batch", str(settings["batch"])]
+        before = common.load_average()
         results[contender] = common.run_child(Path(__file__), args)
         r = results[contender]
         print(
-            f"{contender:15s} {r['pairs_per_s']:.4f} pairs/s  {r['seconds']:7.1f} s  "
-            f"peak RSS {r['peak_rss_mb']:7.0f} MB  steps {r['steps']}  "
+            f"{contender:15s} (load {before:.2f}) {r['pairs_per_s']:.4f} pairs/s  "
+            f"{r['seconds']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB  steps {r['steps']}  "
             f"first-step loss {r['first_step_loss']:.6f}  parity {r['parity']}",
             flush=True,
         )
+        stages = {k: round(r[k], 1) for k in ("reference_s", "build_s", "train_s") if k in r}
+        print(f"{'':15s} stages (s): {stages}", flush=True)
     print(f"load after: {common.load_average():.2f}")
     spin = results["spin"]
     for peer in ("trl", "trl-precompute"):
