@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from spin.config import register_schema
+from spin.models import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,17 @@ def run_train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture
-def compose_cfg():
-    return compose_config
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The tiny model's matrices are too small to gain from threads, and on a busy machine
+    competing threads make each call many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random-init tiny Llama and its character tokenizer."""
+    return build_tiny(seed=0)

@@ -10,24 +10,8 @@ import torch
 
 from spin.config import GenerationConfig
 from spin.generation import HFGenerator, count_generated, make_generator
-from spin.models import build_tiny
 
 CONTENTS = ["7", "what is 12 + 30?", "hi", "a much longer question about apples and pears", "x y"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from threads, and on a busy machine
-    competing threads make each call many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny(seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_pairs import make_pairs
 
 from spin.logprobs import pack_pairs, pair_logps, reference_logps
 from spin.models import build_tiny
@@ -25,34 +26,6 @@ PAIRS = [
     ("Add 10 and 11.", "10+11=21 #### 21", "21"),
     ("A longer question that makes this pair the longest of all?", "#### 1", "#### 2"),
 ]
-
-
-def encode(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-    )
-    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return prompt_ids + response_ids, [0] * len(prompt_ids) + [1] * len(response_ids)
-
-
-def make_pairs(tokenizer) -> list[dict]:
-    pairs = []
-    for prompt, real, generated in PAIRS:
-        real_ids, real_mask = encode(tokenizer, prompt, real)
-        gen_ids, gen_mask = encode(tokenizer, prompt, generated)
-        pairs.append(
-            {
-                "real_input_ids": real_ids,
-                "real_response_mask": real_mask,
-                "generated_input_ids": gen_ids,
-                "generated_response_mask": gen_mask,
-            }
-        )
-    # A pair whose sides have different prompts shares only their common beginning.
-    other_ids, other_mask = encode(tokenizer, "What is 2+4?", "#### 6")
-    pairs[0] = {**pairs[0], "generated_input_ids": other_ids, "generated_response_mask": other_mask}
-    return pairs
 
 
 def full_logits_logp(model, ids: list[int], mask: list[int]) -> torch.Tensor:
@@ -72,25 +45,9 @@ def straightforward(model, pairs: list[dict]) -> torch.Tensor:
     return torch.stack(real + generated)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from threads, and on a busy machine
-    competing threads make each call many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    model, tokenizer = build_tiny(seed=0)
-    return model.eval(), tokenizer
-
-
 def test_packed_pairs_equal_full_logits_log_softmax_sums(tiny):
     model, tokenizer = tiny
-    pairs = make_pairs(tokenizer)
+    pairs = make_pairs(tokenizer, PAIRS)
     with torch.no_grad():
         expected = straightforward(model, pairs)
         packed = pair_logps(model, pack_pairs(pairs, tokenizer.pad_token_id))
@@ -99,7 +56,7 @@ def test_packed_pairs_equal_full_logits_log_softmax_sums(tiny):
 
 def test_eager_attention_takes_the_same_packed_mask(tiny):
     model, tokenizer = tiny
-    pairs = make_pairs(tokenizer)
+    pairs = make_pairs(tokenizer, PAIRS)
     eager = copy.deepcopy(model)
     eager.config._attn_implementation = "eager"
     batch = pack_pairs(pairs, tokenizer.pad_token_id)
@@ -112,7 +69,7 @@ def test_eager_attention_takes_the_same_packed_mask(tiny):
 def test_packed_gradients_equal_the_straightforward_ones(tiny):
     """Training follows the same path: the gradient of the packed sums is the textbook one."""
     model, tokenizer = tiny
-    pairs = make_pairs(tokenizer)
+    pairs = make_pairs(tokenizer, PAIRS)
     weights = torch.linspace(-1.0, 1.0, 2 * len(pairs))  # every sequence counts differently
 
     def gradients(logps_fn) -> list[torch.Tensor]:
@@ -128,7 +85,7 @@ def test_packed_gradients_equal_the_straightforward_ones(tiny):
 
 def test_grouping_and_batch_size_do_not_change_any_pairs_values(tiny):
     model, tokenizer = tiny
-    pairs = make_pairs(tokenizer)
+    pairs = make_pairs(tokenizer, PAIRS)
     pad = tokenizer.pad_token_id
     one_per_batch = reference_logps(model, pairs, 2, pad, desc="ref")
     all_together = reference_logps(model, pairs, 2 * len(pairs), pad, desc="ref")
@@ -144,7 +101,7 @@ def test_first_step_loss_equals_dpo_by_hand_on_a_frozen_reference(tmp_path):
     policy, tokenizer = build_tiny(seed=0)
     reference, _ = build_tiny(seed=1)  # a different model, so the rewards are not zero
     frozen = copy.deepcopy(reference).eval()
-    pairs = make_pairs(tokenizer)
+    pairs = make_pairs(tokenizer, PAIRS)
     ref_real, ref_generated = reference_logps(
         reference, pairs, 4, tokenizer.pad_token_id, desc="ref"
     )

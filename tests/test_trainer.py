@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from tiny_pairs import encode, make_pairs
 
 from spin.logprobs import pad_right, pair_logps, reference_logps, sequence_logps
 from spin.models import build_tiny
@@ -19,46 +20,6 @@ PAIRS = [
     ("What is 7*8?", "#### 56", "7*8 is 54, so #### 54"),
     ("Add 10 and 11.", "10+11=21 #### 21", "21"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from threads, and on a busy machine
-    competing threads make each call many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    model, tokenizer = build_tiny(seed=0)
-    return model.eval(), tokenizer
-
-
-def encode(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    chat = [{"role": "user", "content": prompt}]
-    prompt_text = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return prompt_ids + response_ids, [0] * len(prompt_ids) + [1] * len(response_ids)
-
-
-def make_pairs(tokenizer) -> list[dict]:
-    pairs = []
-    for prompt, real, generated in PAIRS:
-        real_ids, real_mask = encode(tokenizer, prompt, real)
-        gen_ids, gen_mask = encode(tokenizer, prompt, generated)
-        pairs.append(
-            {
-                "real_input_ids": real_ids,
-                "real_response_mask": real_mask,
-                "generated_input_ids": gen_ids,
-                "generated_response_mask": gen_mask,
-            }
-        )
-    return pairs
 
 
 def with_reference(model, tokenizer, pairs: list[dict]) -> list[dict]:
@@ -112,7 +73,7 @@ def test_logp_sums_exactly_the_response_tokens(tiny):
 
 def test_padding_side_does_not_change_logps(tiny):
     model, tokenizer = tiny
-    pairs = make_pairs(tokenizer)
+    pairs = make_pairs(tokenizer, PAIRS)
     seqs = [p["real_input_ids"] for p in pairs]
     masks = [p["real_response_mask"] for p in pairs]
     singles = torch.tensor([alone(model, s, m) for s, m in zip(seqs, masks, strict=True)])
@@ -133,7 +94,8 @@ def test_padding_side_does_not_change_logps(tiny):
 def test_packed_pairs_score_each_sequence_as_alone(tiny):
     model, tokenizer = tiny
     pairs = [
-        {**p, "ref_real_logps": 0.0, "ref_generated_logps": 0.0} for p in make_pairs(tokenizer)
+        {**p, "ref_real_logps": 0.0, "ref_generated_logps": 0.0}
+        for p in make_pairs(tokenizer, PAIRS)
     ]
     batch = PairCollator(tokenizer.pad_token_id)(pairs)
     # One row per pair, the shared prompt once: shorter than the two sequences side by side.
@@ -153,7 +115,7 @@ def test_packed_pairs_score_each_sequence_as_alone(tiny):
 
 def test_reference_logps_equal_a_frozen_copy_in_input_order(tiny):
     model, tokenizer = tiny
-    pairs = with_reference(model, tokenizer, make_pairs(tokenizer))
+    pairs = with_reference(model, tokenizer, make_pairs(tokenizer, PAIRS))
     frozen = copy.deepcopy(model).eval()
     batch = PairCollator(tokenizer.pad_token_id)(pairs)
     with torch.no_grad():
@@ -167,7 +129,7 @@ def test_reference_logps_equal_a_frozen_copy_in_input_order(tiny):
 
 def test_training_starts_at_log2_and_raises_the_margin(tmp_path):
     model, tokenizer = build_tiny(seed=0)
-    pairs = with_reference(model, tokenizer, make_pairs(tokenizer))
+    pairs = with_reference(model, tokenizer, make_pairs(tokenizer, PAIRS))
     # The pipeline hands over a stored data set; extra columns must not matter.
     dataset = Dataset.from_list([{**p, "prompt": "unused"} for p in pairs])
     history = train_pairs(
@@ -202,7 +164,7 @@ def test_training_starts_at_log2_and_raises_the_margin(tmp_path):
 
 def test_evaluation_logs_prefixed_metrics_and_nll_weight_adds_the_real_nll(tiny, tmp_path):
     model, tokenizer = tiny
-    pairs = with_reference(model, tokenizer, make_pairs(tokenizer))
+    pairs = with_reference(model, tokenizer, make_pairs(tokenizer, PAIRS))
     trainer = SPINTrainer(
         model=copy.deepcopy(model),
         args=args_for(tmp_path),
