@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from spin.artifacts import spec_key
-from spin.config import validate
-from spin.pipeline import ModelRef, Pipeline, scores
-from spin.tracking import Tracker
+from spin.pipeline import ModelRef, Pipeline, scores, start_job
 
 
 def artifact_key(directory: Path) -> str | None:
@@ -56,17 +54,7 @@ def model_ref(cfg: DictConfig, pipeline: Pipeline) -> ModelRef:
 
 def score(cfg: DictConfig, job_dir: Path, job_name: str) -> tuple[ModelRef, dict[str, Any]]:
     """Score the model ``cfg`` names; log like the chain logs an iteration's output."""
-    validate(cfg)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    tracker = Tracker(
-        job_dir,
-        cfg.logger,
-        name=job_name,
-        group=cfg.logger.group or cfg.name,
-        job_type="eval",
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+    tracker = start_job(cfg, job_dir, job_name, "eval")
     try:
         pipeline = Pipeline(cfg, tracker)
         ref = model_ref(cfg, pipeline)

@@ -331,19 +331,24 @@ def read_pairs(gen: Artifact) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f]
 
 
-def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
-    """Validate, track and run one job; write ``report.json`` into ``job_dir``."""
+def start_job(cfg: DictConfig, job_dir: Path, job_name: str, job_type: str) -> Tracker:
+    """Validate the config before any work, save it beside the job's outputs, open tracking."""
     validate(cfg)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    tracker = Tracker(
+    return Tracker(
         job_dir,
         cfg.logger,
         name=job_name,
         group=cfg.logger.group or cfg.name,
-        job_type=f"iter{cfg.iter}",
+        job_type=job_type,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+
+
+def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
+    """Validate, track and run one job; write ``report.json`` into ``job_dir``."""
+    tracker = start_job(cfg, job_dir, job_name, f"iter{cfg.iter}")
     try:
         report = Pipeline(cfg, tracker).run()
         report["job_dir"] = str(job_dir)

@@ -13,11 +13,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_pairs import make_pairs
+from tiny_pairs import make_pairs, tiny_training_args
 
 from spin.logprobs import pack_pairs, pair_logps, reference_logps
 from spin.models import build_tiny
-from spin.trainer import train_pairs, training_arguments
+from spin.trainer import train_pairs
 
 PAIRS = [
     ("What is 2+3?", "2+3=5. #### 5", "It is 6"),
@@ -118,22 +118,7 @@ def test_first_step_loss_equals_dpo_by_hand_on_a_frozen_reference(tmp_path):
     loss_by_hand = -F.logsigmoid(beta * margin).mean().item()
     assert not math.isclose(loss_by_hand, math.log(2), abs_tol=1e-3)
 
-    args = training_arguments(
-        str(tmp_path),
-        lr=1e-3,
-        epochs=1,
-        batch_size=len(pairs),
-        grad_accumulation=1,
-        optimizer="adamw",
-        lr_scheduler="constant",
-        warmup_ratio=0.0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        precision="fp32",
-        gradient_checkpointing=False,
-        seed=0,
-        logging_steps=1,
-    )
+    args = tiny_training_args(tmp_path, len(pairs))
     history = train_pairs(policy, tokenizer, data, args, "sigmoid", beta, 0.0, 0.0)
     first = next(h for h in history if "loss" in h)
     assert first["loss"] == pytest.approx(loss_by_hand, abs=1e-5)

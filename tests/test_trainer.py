@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from tiny_pairs import encode, make_pairs
+from tiny_pairs import encode, make_pairs, tiny_training_args
 
 from spin.logprobs import pad_right, pair_logps, reference_logps, sequence_logps
 from spin.models import build_tiny
-from spin.trainer import METRICS, PairCollator, SPINTrainer, train_pairs, training_arguments
+from spin.trainer import METRICS, PairCollator, SPINTrainer, train_pairs
 
 PAIRS = [
     ("What is 2+3?", "2+3=5. #### 5", "It is 6"),
@@ -37,22 +37,7 @@ def alone(model, ids: list[int], mask: list[int]) -> float:
 
 
 def args_for(tmp_path, **overrides):
-    settings = dict(
-        lr=1e-3,
-        epochs=1,
-        batch_size=len(PAIRS),
-        grad_accumulation=1,
-        optimizer="adamw",
-        lr_scheduler="constant",
-        warmup_ratio=0.0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        precision="fp32",
-        gradient_checkpointing=False,
-        seed=0,
-        logging_steps=1,
-    )
-    return training_arguments(str(tmp_path), **(settings | overrides))
+    return tiny_training_args(tmp_path, len(PAIRS), **overrides)
 
 
 def test_logp_sums_exactly_the_response_tokens(tiny):

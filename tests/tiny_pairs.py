@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from spin.trainer import training_arguments
+
 
 def encode(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
     """Chat-formatted prompt plus response and eos, with the response mask."""
@@ -28,3 +30,23 @@ def make_pairs(tokenizer, texts: list[tuple[str, str, str]]) -> list[dict]:
             }
         )
     return pairs
+
+
+def tiny_training_args(output_dir, batch_size: int, **overrides):
+    """AdamW at a constant lr 1e-3 with no warmup: a few steps visibly move the tiny model."""
+    settings = dict(
+        lr=1e-3,
+        epochs=1,
+        batch_size=batch_size,
+        grad_accumulation=1,
+        optimizer="adamw",
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        precision="fp32",
+        gradient_checkpointing=False,
+        seed=0,
+        logging_steps=1,
+    )
+    return training_arguments(str(output_dir), **(settings | overrides))
