@@ -2,7 +2,8 @@
 
 ``python train.py`` runs the default experiment (iteration 0); ``iter=2`` builds iterations
 0..2 and reports 2; ``-m loss.beta=0.05,0.1 iter=0,1,2`` runs a sweep whose jobs share
-every stage they have in common.
+every stage they have in common; ``dry_run=true`` validates and prints the plan (stages,
+sizes, steps, estimated compute) without loading anything.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from spin.config import ConfigError, register_schema
-from spin.pipeline import run_job
+from spin.config import ConfigError, register_schema, validate
+from spin.job import run_job
+from spin.plan import build_plan, format_plan
 from spin.report import format_report
 
 register_schema()
@@ -29,6 +31,10 @@ def main(cfg: DictConfig) -> None:
     job_dir = Path(hydra_cfg.runtime.output_dir)
     job_name = hydra_cfg.job.override_dirname or cfg.name
     try:
+        if cfg.dry_run:
+            validate(cfg)
+            print(format_plan(build_plan(cfg)))
+            return
         report = run_job(cfg, job_dir, job_name)
     except ConfigError as err:
         log.error("Invalid config: %s", err)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
 from spin.data import generate_arith
+from spin.data.mistakes import plausible_mistake
 
 DATA_DIR = Path(__file__).parent / "tasks" / "data"
 SEED = 0
@@ -34,55 +34,10 @@ N_GENERATION = 32
 N_MULTIPLE_CHOICE = 48
 N_FEWSHOT_POOL = 16
 
-# "x op y = r" in one solution line; the result is where an arithmetic slip goes.
-EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
-OPS = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "/": lambda a, b: a // b if a % b == 0 else None,
-}
-SLIPS = (-10, -2, -1, 1, 2, 10)
-
 
 def gsm_doc(record: dict) -> dict:
     """A problem in GSM8k's schema."""
     return {"question": record["prompt"], "answer": record["response"]}
-
-
-def _redo_line(line: str, old: int, new: int) -> tuple[str, int, int] | None:
-    """Carry a changed value into the next step: the line with ``old`` read as ``new``,
-    its old result and its new one; None when the step no longer divides evenly."""
-    a, op, b, r = EQUATION.search(line).groups()
-    if int(a) != old:
-        return line, int(r), int(r)
-    result = OPS[op](new, int(b))
-    if result is None or result < 0:
-        return None
-    changed = re.sub(rf"\b{old}\b", str(new), line[: line.rindex("=")])
-    tail = line[line.rindex("=") :]
-    return changed + re.sub(rf"\b{r}\b", str(result), tail, count=1), int(r), result
-
-
-def slip(solution: str, step: int, delta: int) -> str | None:
-    """The solution with the result of ``step`` off by ``delta``, carried consistently through
-    the later steps and the final answer: a plausible mistake. None when it cannot be carried."""
-    lines = solution.splitlines()
-    body, final = lines[:-1], lines[-1]
-    match = EQUATION.search(body[step])
-    old = int(match.group(4))
-    new = old + delta
-    if new < 0:
-        return None
-    start, end = match.span(4)
-    out = [*body[:step], body[step][:start] + str(new) + body[step][end:]]
-    for line in body[step + 1 :]:
-        redone = _redo_line(line, old, new)
-        if redone is None:
-            return None
-        line, old, new = redone
-        out.append(line)
-    return "\n".join([*out, final.replace(str(old), str(new))])
 
 
 def mc2_doc(record: dict, rng: random.Random) -> dict:
@@ -90,10 +45,7 @@ def mc2_doc(record: dict, rng: random.Random) -> dict:
     arithmetic slip carried to a wrong final answer. The two differ only from the slip on, so
     the score isolates whether the model prefers the right arithmetic."""
     solution = record["response"]
-    steps = len(solution.splitlines()) - 1
-    candidates = [(step, delta) for step in range(steps) for delta in SLIPS]
-    rng.shuffle(candidates)
-    wrong = next(w for step, delta in candidates if (w := slip(solution, step, delta)))
+    wrong = plausible_mistake(solution, rng)
     return {
         "question": record["prompt"],
         "mc2_targets": {"choices": [solution, wrong], "labels": [1, 0]},

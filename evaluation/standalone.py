@@ -13,7 +13,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spin.artifacts import spec_key
-from spin.pipeline import ModelRef, Pipeline, scores, start_job
+from spin.job import start_job
+from spin.pipeline import ModelRef, Pipeline, scores
 
 
 def artifact_key(directory: Path) -> str | None:
@@ -49,7 +50,7 @@ def model_ref(cfg: DictConfig, pipeline: Pipeline) -> ModelRef:
             return ModelRef(key, str(directory))
         if cfg.model.source != "hub":
             return ModelRef(directory_key(directory), str(directory))
-    return pipeline.start_model()
+    return pipeline.start_model()[0]
 
 
 def score(cfg: DictConfig, job_dir: Path, job_name: str) -> tuple[ModelRef, dict[str, Any]]:

@@ -36,6 +36,8 @@ class ModelConfig:
     max_prompt_length: int = 256
     max_length: int = 512
     seed: int = 0
+    # Parameter count, for dry-run compute estimates of models that are not at hand.
+    n_params: float | None = None
 
 
 @dataclass
@@ -104,6 +106,8 @@ class TrainerConfig:
     ref_batch_size: int = 16
     logging_steps: int = 1
     seed: int = 42
+    # Processes (GPUs) the global batch spreads over; used by dry-run estimates.
+    world_size: int = 1
 
 
 @dataclass
@@ -114,6 +118,67 @@ class SpinConfig:
     mix_previous: bool = True
     # Drop pairs whose generated response equals the real one (they carry no gradient).
     drop_identical: bool = False
+
+
+@dataclass
+class SFTConfig:
+    """An optional supervised stage before iteration 0, so a small experiment can start from
+    a model fine-tuned on the very data SPIN then uses (as the paper's start model was)."""
+
+    enabled: bool = False
+    # Records of the data's train split to fine-tune on; None: the SPIN train split's size.
+    # Larger than data.n_train, they include every SPIN prompt (train splits nest).
+    n_train: int | None = None
+    epochs: float = 1.0
+    lr: float = 2e-5
+    batch_size: int = 8
+
+
+@dataclass
+class PreferenceConfig:
+    """Preference pairs of the DPO baselines (``baseline.preferences``)."""
+
+    # arith: a correct solution against one with a plausible slip, for the SPIN train prompts;
+    # ultrafeedback: HuggingFaceH4/ultrafeedback_binarized or a local copy; jsonl: a user file.
+    source: str = "arith"
+    path: str | None = None
+    split: str = "train_prefs"
+    prompt_field: str = "prompt"
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    # Pairs to train on; None: all (arith: one per SPIN train prompt).
+    n: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class BaselineConfig:
+    """What a job builds: the SPIN chain (``none``) or one of the paper's comparisons."""
+
+    # none | sft (start model as is) | sft_more (further SFT on the real responses) |
+    # dpo (DPO on preference pairs) | spin_dpo (DPO after SPIN iteration ``iter``)
+    name: str = "none"
+    epochs: float = 1.0
+    # None: trainer.lr for DPO, sft.lr for sft_more
+    lr: float | None = None
+    # DPO's loss from spin.losses and its strength (chosen in place of real, rejected of
+    # generated).
+    loss: str = "sigmoid"
+    beta: float = 0.1
+    preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+
+@dataclass
+class OpponentConfig:
+    """Which responses the main player learns to tell from the real ones, and against which
+    reference (arXiv 2404.04291)."""
+
+    # previous: iterate t's own generations, reference p_t (the paper);
+    # fictitious: per prompt, a generation drawn from all iterates 0..t, reference p_t;
+    # kl_mixture: the paper's pairs, reference a * log p_t + (1 - a) * log p_0.
+    name: str = "previous"
+    mixture_weight: float = 0.5
+    seed: int = 0
 
 
 @dataclass
@@ -189,6 +254,9 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     spin: SpinConfig = field(default_factory=SpinConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    opponent: OpponentConfig = field(default_factory=OpponentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -196,6 +264,8 @@ class Config:
     schedule: dict[str, Any] = field(default_factory=dict)
     name: str = "default"
     iter: int = 0
+    # Validate and print the plan (stages, sizes, steps, compute) without running anything.
+    dry_run: bool = False
 
 
 ALLOWED = {
@@ -207,6 +277,9 @@ ALLOWED = {
     "trainer.precision": ("fp32", "bf16", "fp16"),
     "logger.name": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
+    "baseline.name": ("none", "sft", "sft_more", "dpo", "spin_dpo"),
+    "baseline.preferences.source": ("arith", "ultrafeedback", "jsonl"),
+    "opponent.name": ("previous", "fictitious", "kl_mixture"),
 }
 
 POSITIVE = (
@@ -223,6 +296,12 @@ POSITIVE = (
     "model.max_prompt_length",
     "model.max_length",
     "eval.batch_size",
+    "trainer.world_size",
+    "sft.epochs",
+    "sft.lr",
+    "sft.batch_size",
+    "baseline.epochs",
+    "baseline.beta",
 )
 
 
@@ -257,7 +336,11 @@ def validate(cfg: DictConfig) -> None:
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise ConfigError(f"schedule.{key}.{name}={value!r} must be a positive number")
 
-    allowed = {**ALLOWED, "loss.name": tuple(sorted(LOSSES))}
+    allowed = {
+        **ALLOWED,
+        "loss.name": tuple(sorted(LOSSES)),
+        "baseline.loss": tuple(sorted(LOSSES)),
+    }
     for key, options in allowed.items():
         value = OmegaConf.select(cfg, key)
         if value not in options:
@@ -283,6 +366,30 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"generation.prompt_format={fmt!r} must be 'chat' or a template containing '{{prompt}}'"
         )
+    _validate_comparisons(cfg)
+
+
+def _validate_comparisons(cfg: DictConfig) -> None:
+    """Baseline and opponent settings that only make sense together."""
+    weight = cfg.opponent.mixture_weight
+    if not 0 <= weight <= 1:
+        raise ConfigError(f"opponent.mixture_weight={weight} must be in [0, 1]")
+    if cfg.opponent.name == "fictitious":
+        mixing = [t for t in range(cfg.iter + 1) if iteration_settings(cfg, t).mix_previous]
+        if mixing:
+            raise ConfigError(
+                "opponent=fictitious draws each prompt's opponent from all earlier iterates, "
+                f"which replaces t-1 mixing: set spin.mix_previous=false (mixing is on for "
+                f"iteration(s) {mixing})"
+            )
+    prefs = cfg.baseline.preferences
+    if cfg.baseline.name in ("dpo", "spin_dpo") and prefs.source == "jsonl" and not prefs.path:
+        raise ConfigError(
+            "baseline.preferences.path is required for baseline.preferences.source='jsonl': "
+            "a JSONL file of prompt, chosen and rejected fields"
+        )
+    if cfg.sft.n_train is not None and cfg.sft.n_train <= 0:
+        raise ConfigError(f"sft.n_train={cfg.sft.n_train} must be a positive number or null")
 
 
 @dataclass(frozen=True)

@@ -5,28 +5,34 @@ t, plus those of t-1 when mixing is on, get their reference log-probabilities un
 frozen M_t (reference); M_{t+1} is trained from M_t with the loss (model); M_{t+1} is
 scored on the held-out split (eval). Each stage is an artifact keyed by exactly what
 determines it, so jobs of a sweep share stages and a finished command re-runs for free.
+
+The paper's comparisons go through the same stages (``baseline``): the start model as is,
+further SFT on the real responses, DPO on preference pairs (chosen in place of real,
+rejected of generated), and DPO after SPIN. An optional SFT stage (``sft.enabled``) makes
+the start model from a base model on the data's own train split.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import eval_spec, flat_scores, plan_tasks, prepare, run_tasks
 from spin.artifacts import Artifact, ArtifactStore, read_json, spec_key, write_json
-from spin.config import IterationSettings, iteration_settings, validate
-from spin.data import PromptFormatter, load_splits
+from spin.config import IterationSettings, iteration_settings
+from spin.data import PromptFormatter, fingerprint, load_preferences, load_splits
 from spin.generation import make_generator
 from spin.logprobs import reference_logps
 from spin.models import load_model, materialize_start_model
+from spin.pairs import ReferenceMix, all_pairs, draw_pairs, mixed_reference, read_pairs, write_pairs
+from spin.sft import encode_sft, train_sft
 from spin.tracking import Tracker
 from spin.trainer import train_pairs, training_arguments
 
@@ -41,6 +47,18 @@ class ModelRef:
     location: str
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What one pairwise training run optimises: a SPIN iteration or a DPO baseline."""
+
+    loss: str
+    beta: float
+    nll_weight: float
+    label_smoothing: float
+    lr: float
+    epochs: float
+
+
 def section(cfg: DictConfig, *keys: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """Plain-dict copy of config sections, for artifact specs."""
     out: dict[str, Any] = {}
@@ -51,7 +69,8 @@ def section(cfg: DictConfig, *keys: str, drop: tuple[str, ...] = ()) -> dict[str
 
 
 class Pipeline:
-    """Builds iterations 0..cfg.iter of one job, reusing every artifact that already exists."""
+    """Builds what one job asks for (the chain up to ``cfg.iter``, or a baseline), reusing
+    every artifact that already exists; ``rows`` collects one entry per model scored."""
 
     def __init__(self, cfg: DictConfig, tracker: Tracker) -> None:
         self.cfg = cfg
@@ -62,6 +81,7 @@ class Pipeline:
         self._loaded: tuple[str, Any, Any] | None = None
         self.global_step = 0
         self._eval_rows: list[list[Any]] = []
+        self.rows: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- models
     def load(self, ref: ModelRef) -> tuple[Any, Any]:
@@ -74,18 +94,61 @@ class Pipeline:
             self._loaded = (ref.key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 
+    def load_private(self, ref: ModelRef) -> tuple[Any, Any]:
+        """A copy to train: training mutates the weights, so the cached one is freed."""
+        self._loaded = None
+        return load_model(ref.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code)
+
     def formatter(self, tokenizer: Any) -> PromptFormatter:
         return PromptFormatter(tokenizer, self.cfg.generation.prompt_format)
 
-    def start_model(self) -> ModelRef:
+    def base_model(self) -> ModelRef:
         cfg = self.cfg.model
-        spec = section(self.cfg, "model", drop=("max_prompt_length", "max_length"))
+        spec = section(self.cfg, "model", drop=("max_prompt_length", "max_length", "n_params"))
         if cfg.source == "hub":
             return ModelRef(spec_key(spec), cfg.path or cfg.name)
         artifact = self._artifact("model", spec, lambda work: materialize_start_model(cfg, work))
         return ModelRef(artifact.key, str(artifact.path))
 
+    def start_model(self) -> tuple[ModelRef, Artifact | None]:
+        """The model iteration 0 starts from: the configured one, or its SFT on the data's
+        train split when ``sft.enabled`` (then also the SFT artifact, for its costs)."""
+        base = self.base_model()
+        if not self.cfg.sft.enabled:
+            return base, None
+        n_train = self.cfg.sft.n_train or len(self.splits.train)
+        records = load_splits(OmegaConf.merge(self.cfg.data, {"n_train": n_train})).train
+        return self.sft(base, records, self.cfg.sft.epochs, self.cfg.sft.lr, "sft")
+
     # ----------------------------------------------------------------- stages
+    def sft(
+        self, parent: ModelRef, records: list[dict], epochs: float, lr: float, stage: str
+    ) -> tuple[ModelRef, Artifact]:
+        trainer = self._trainer_settings(
+            lr, epochs, batch_size=self.cfg.sft.batch_size, optimizer="adamw"
+        )
+        spec = {
+            "parent": parent.key,
+            "sft_data": fingerprint(records),
+            "prompt_format": self.cfg.generation.prompt_format,
+            "max_prompt_length": self.cfg.model.max_prompt_length,
+            "max_length": self.cfg.model.max_length,
+            "trainer": trainer,
+        }
+
+        def build(work: Path) -> None:
+            policy, tokenizer = self.load_private(parent)
+            lengths = (self.cfg.model.max_prompt_length, self.cfg.model.max_length)
+            dataset = encode_sft(self.formatter(tokenizer), records, *lengths)
+            args = training_arguments(str(work / "checkpoints"), **trainer)
+            log.info("%s: supervised fine-tuning on %d records", stage, len(records))
+            history = train_sft(policy, tokenizer, dataset, args)
+            tokens = sum(len(ids) for ids in dataset["input_ids"])
+            self._save_trained(work, policy, tokenizer, history, tokens * epochs)
+
+        artifact = self._artifact("model", spec, build)
+        return ModelRef(artifact.key, str(artifact.path / "model")), artifact
+
     def generations(self, model: ModelRef, t: int) -> Artifact:
         spec = {
             "model": model.key,
@@ -104,24 +167,34 @@ class Pipeline:
                 desc=f"iter {t}: generate",
             )
             rows = [
-                {
-                    "prompt": r["prompt"],
-                    "real": r["response"],
-                    "generated": c,
-                    "identical": c.strip() == r["response"].strip(),
-                }
+                {"prompt": r["prompt"], "real": r["response"], "generated": c}
                 for r, c in zip(records, completions, strict=True)
             ]
-            Dataset.from_list(rows).to_json(work / "pairs.jsonl")
-            stats = dict(generator.last_stats)
-            stats["identical_fraction"] = sum(r["identical"] for r in rows) / max(len(rows), 1)
-            stats["n"] = len(rows)
-            write_json(work / "stats.json", stats)
+            write_pairs(work, rows, dict(generator.last_stats))
             shutil.rmtree(work / "shards")
 
         return self._artifact("generations", spec, build)
 
-    def reference(self, model: ModelRef, gens: list[Artifact], t: int) -> Artifact:
+    def preferences(self) -> Artifact:
+        """The DPO baselines' pairs in the generations' layout: chosen as real, rejected as
+        generated. Keyed by their content, so an edited preference file is picked up."""
+        pairs = load_preferences(self.cfg.baseline.preferences, self.splits.train)
+        spec = {"preferences": fingerprint(pairs)}
+
+        def build(work: Path) -> None:
+            rows = [
+                {"prompt": p["prompt"], "real": p["chosen"], "generated": p["rejected"]}
+                for p in pairs
+            ]
+            write_pairs(work, rows, {"generated_tokens": None, "seconds": None})
+
+        return self._artifact("preferences", spec, build)
+
+    def reference(
+        self, model: ModelRef, gens: list[Artifact], stage: str, draw_seed: int | None = None
+    ) -> Artifact:
+        """Reference log-probabilities of ``model`` on the pairs of ``gens``: all of them, or
+        with ``draw_seed`` one pair per prompt drawn from the sets (fictitious play)."""
         spec = {
             "model": model.key,
             "generations": [g.key for g in gens],
@@ -131,17 +204,20 @@ class Pipeline:
             "drop_identical": self.cfg.spin.drop_identical,
             "precision": self.cfg.trainer.precision,
         }
+        if draw_seed is not None:
+            spec["draw_seed"] = draw_seed
 
         def build(work: Path) -> None:
             start = time.perf_counter()
             policy, tokenizer = self.load(model)
-            examples, n_identical = self._encode_pairs(tokenizer, gens)
+            rows = draw_pairs(gens, draw_seed) if draw_seed is not None else all_pairs(gens)
+            examples, n_identical = self._encode_pairs(tokenizer, rows)
             ref_real, ref_gen = reference_logps(
                 policy,
                 examples,
                 self.cfg.trainer.ref_batch_size,
                 tokenizer.pad_token_id,
-                desc=f"iter {t}: reference",
+                desc=f"{stage}: reference",
                 precision=self.cfg.trainer.precision,
             )
             for ex, r, g in zip(examples, ref_real, ref_gen, strict=True):
@@ -160,25 +236,24 @@ class Pipeline:
 
         return self._artifact("reference", spec, build)
 
-    def _encode_pairs(self, tokenizer: Any, gens: list[Artifact]) -> tuple[list[dict], int]:
+    def _encode_pairs(self, tokenizer: Any, rows: list[dict]) -> tuple[list[dict], int]:
         fmt = self.formatter(tokenizer)
         lengths = (self.cfg.model.max_prompt_length, self.cfg.model.max_length)
         examples, n_identical = [], 0
-        for gen in gens:
-            for row in read_pairs(gen):
-                n_identical += row["identical"]
-                if row["identical"] and self.cfg.spin.drop_identical:
-                    continue
-                real = fmt.encode(row["prompt"], row["real"], *lengths)
-                generated = fmt.encode(row["prompt"], row["generated"], *lengths)
-                examples.append(
-                    {
-                        "real_input_ids": real["input_ids"],
-                        "real_response_mask": real["response_mask"],
-                        "generated_input_ids": generated["input_ids"],
-                        "generated_response_mask": generated["response_mask"],
-                    }
-                )
+        for row in rows:
+            n_identical += row["identical"]
+            if row["identical"] and self.cfg.spin.drop_identical:
+                continue
+            real = fmt.encode(row["prompt"], row["real"], *lengths)
+            generated = fmt.encode(row["prompt"], row["generated"], *lengths)
+            examples.append(
+                {
+                    "real_input_ids": real["input_ids"],
+                    "real_response_mask": real["response_mask"],
+                    "generated_input_ids": generated["input_ids"],
+                    "generated_response_mask": generated["response_mask"],
+                }
+            )
         if not examples:
             raise ValueError(
                 "no training pairs left: every generated response equals the real one; "
@@ -187,38 +262,54 @@ class Pipeline:
         return examples, n_identical
 
     def train(
-        self, model: ModelRef, ref: Artifact, settings: IterationSettings, t: int
+        self, model: ModelRef, refs: ReferenceMix, objective: Objective, stage: str
     ) -> tuple[ModelRef, Artifact]:
-        loss = section(self.cfg, "loss")["loss"] | {"beta": settings.beta}
-        trainer = section(self.cfg, "trainer", drop=("ref_batch_size",))["trainer"]
-        trainer |= {"lr": settings.lr, "epochs": settings.epochs}
-        spec = {"parent": model.key, "reference": ref.key, "loss": loss, "trainer": trainer}
+        """Train from ``model`` on the pairs of ``refs`` (their reference log-probabilities
+        mixed by weight) with a pairwise loss."""
+        loss = {
+            "name": objective.loss,
+            "beta": objective.beta,
+            "nll_weight": objective.nll_weight,
+            "label_smoothing": objective.label_smoothing,
+        }
+        trainer = self._trainer_settings(objective.lr, objective.epochs)
+        single = len(refs) == 1 and refs[0][1] == 1.0
+        reference = refs[0][0].key if single else [[ref.key, weight] for ref, weight in refs]
+        spec = {"parent": model.key, "reference": reference, "loss": loss, "trainer": trainer}
 
         def build(work: Path) -> None:
-            # Training mutates the weights: load a private copy and free the cached one.
-            self._loaded = None
-            policy, tokenizer = load_model(
-                model.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code
-            )
+            policy, tokenizer = self.load_private(model)
             args = training_arguments(str(work / "checkpoints"), **trainer)
-            pairs = load_from_disk(str(ref.path / "pairs"))
+            log.info("%s: training with the %s loss", stage, objective.loss)
             history = train_pairs(
                 policy,
                 tokenizer,
-                pairs,
+                mixed_reference(refs),
                 args,
-                loss_name=self.cfg.loss.name,
-                beta=settings.beta,
-                label_smoothing=self.cfg.loss.label_smoothing,
-                nll_weight=self.cfg.loss.nll_weight,
+                loss_name=objective.loss,
+                beta=objective.beta,
+                label_smoothing=objective.label_smoothing,
+                nll_weight=objective.nll_weight,
             )
-            policy.save_pretrained(work / "model")
-            tokenizer.save_pretrained(work / "model")
-            write_json(work / "history.json", history)
-            shutil.rmtree(work / "checkpoints", ignore_errors=True)
+            tokens = read_json(refs[0][0].path / "stats.json")["tokens"]
+            self._save_trained(work, policy, tokenizer, history, tokens * objective.epochs)
 
         artifact = self._artifact("model", spec, build)
         return ModelRef(artifact.key, str(artifact.path / "model")), artifact
+
+    def _trainer_settings(self, lr: float, epochs: float, **overrides: Any) -> dict[str, Any]:
+        trainer = section(self.cfg, "trainer", drop=("ref_batch_size", "world_size"))["trainer"]
+        return trainer | {"lr": lr, "epochs": epochs} | overrides
+
+    @staticmethod
+    def _save_trained(
+        work: Path, policy: Any, tokenizer: Any, history: list[dict], tokens: float
+    ) -> None:
+        policy.save_pretrained(work / "model")
+        tokenizer.save_pretrained(work / "model")
+        write_json(work / "history.json", history)
+        write_json(work / "stats.json", {"tokens_trained": int(tokens)})
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
 
     def evaluate(self, model: ModelRef) -> dict[str, Any]:
         """Score a model on the eval tasks: once per model and scoring settings, shared by
@@ -243,47 +334,182 @@ class Pipeline:
 
     # ------------------------------------------------------------------ chain
     def run(self) -> dict[str, Any]:
-        """Build iterations 0..iter; log each; return the job's report."""
-        model = self.start_model()
-        start_eval = self.evaluate(model)
-        self._log_eval("start", None, start_eval)
+        """Build what the job's ``baseline`` asks for; log each model; return the report."""
+        start, sft_stage = self.start_model()
+        start_eval = self.evaluate(start)
+        self._log_eval("start", None, start_eval, "SFT")
+        self._add_row("SFT", "sft", None, start, start_eval, trained=sft_stage)
         report: dict[str, Any] = {"start": scores(start_eval), "iterations": []}
-        previous: Artifact | None = None
+        name = self.cfg.baseline.name
+        if name == "sft_more":
+            self.sft_more(start)
+        elif name == "dpo":
+            self.dpo(start, "DPO", "dpo", None)
+        elif name in ("none", "spin_dpo"):
+            final = self.chain(start, report)
+            if name == "spin_dpo":
+                t = self.cfg.iter
+                self.dpo(final, f"SPIN iteration {t} + DPO", "spin_dpo", t)
+        report["rows"] = self.rows
+        return report
+
+    def chain(self, start: ModelRef, report: dict[str, Any]) -> ModelRef:
+        """SPIN iterations 0..iter from ``start``; returns the last trained model."""
+        model = start
+        gens: list[Artifact] = []
         for t in range(self.cfg.iter + 1):
             settings = iteration_settings(self.cfg, t)
-            gen = self.generations(model, t)
-            gens = [gen, previous] if (settings.mix_previous and previous is not None) else [gen]
-            ref = self.reference(model, gens, t)
-            trained, model_artifact = self.train(model, ref, settings, t)
+            gens.append(self.generations(model, t))
+            refs = self.opponent_references(start, model, gens, settings, t)
+            objective = Objective(
+                loss=self.cfg.loss.name,
+                beta=settings.beta,
+                nll_weight=self.cfg.loss.nll_weight,
+                label_smoothing=self.cfg.loss.label_smoothing,
+                lr=settings.lr,
+                epochs=settings.epochs,
+            )
+            trained, model_artifact = self.train(model, refs, objective, f"iter {t}")
             evaluation = self.evaluate(trained)
-            self._log_iteration(t, gen, ref, model_artifact)
-            self._log_eval("eval", t, evaluation)
+            self._log_iteration(t, gens[-1], refs, model_artifact)
+            self._log_eval("eval", t, evaluation, f"SPIN iteration {t}")
+            self._add_row(
+                f"SPIN iteration {t}",
+                "spin",
+                t,
+                trained,
+                evaluation,
+                gen=gens[-1],
+                refs=refs,
+                trained=model_artifact,
+            )
             report["iterations"].append(
                 {
                     "iteration": t,
                     "model": trained.location,
-                    "settings": settings.__dict__,
+                    "settings": asdict(settings),
                     "eval": scores(evaluation),
-                    "identical_fraction": read_json(gen.path / "stats.json")["identical_fraction"],
+                    "identical_fraction": read_json(gens[-1].path / "stats.json")[
+                        "identical_fraction"
+                    ],
                 }
             )
-            model, previous = trained, gen
-        return report
+            model = trained
+        return model
+
+    def opponent_references(
+        self,
+        start: ModelRef,
+        model: ModelRef,
+        gens: list[Artifact],
+        settings: IterationSettings,
+        t: int,
+    ) -> ReferenceMix:
+        """The pairs iteration ``t`` trains on and their reference, by ``opponent.name``."""
+        opponent = self.cfg.opponent
+        stage = f"iter {t}"
+        if opponent.name == "fictitious":
+            return [(self.reference(model, gens, stage, draw_seed=opponent.seed + t), 1.0)]
+        pair_sets = [gens[-1], gens[-2]] if settings.mix_previous and t > 0 else [gens[-1]]
+        ref = self.reference(model, pair_sets, stage)
+        if opponent.name != "kl_mixture" or model.key == start.key:
+            return [(ref, 1.0)]
+        start_ref = self.reference(start, pair_sets, f"{stage}: start model")
+        weight = opponent.mixture_weight
+        return [(ref, weight), (start_ref, 1.0 - weight)]
+
+    def sft_more(self, start: ModelRef) -> None:
+        """The paper's "SFT one more epoch": plain SFT on the same real responses."""
+        base = self.cfg.baseline
+        lr = base.lr if base.lr is not None else self.cfg.sft.lr
+        trained, artifact = self.sft(start, self.splits.train, base.epochs, lr, "sft_more")
+        evaluation = self.evaluate(trained)
+        self._log_training("sft_more", None, artifact)
+        self._log_eval("sft_more", None, evaluation, "SFT + more epochs")
+        self._add_row("SFT + more epochs", "sft_more", None, trained, evaluation, trained=artifact)
+
+    def dpo(self, model: ModelRef, label: str, kind: str, t: int | None) -> None:
+        """DPO from ``model``: the SPIN loss and trainer on preference pairs."""
+        base = self.cfg.baseline
+        pairs = self.preferences()
+        ref = self.reference(model, [pairs], kind)
+        objective = Objective(
+            loss=base.loss,
+            beta=base.beta,
+            nll_weight=0.0,
+            label_smoothing=0.0,
+            lr=base.lr if base.lr is not None else self.cfg.trainer.lr,
+            epochs=base.epochs,
+        )
+        trained, artifact = self.train(model, [(ref, 1.0)], objective, kind)
+        evaluation = self.evaluate(trained)
+        self._log_training(kind, t, artifact)
+        self._log_eval(kind, t, evaluation, label)
+        self._add_row(label, kind, t, trained, evaluation, refs=[(ref, 1.0)], trained=artifact)
 
     # ---------------------------------------------------------------- logging
-    def _log_iteration(self, t: int, gen: Artifact, ref: Artifact, trained: Artifact) -> None:
-        gen_stats = read_json(gen.path / "stats.json")
-        ref_stats = read_json(ref.path / "stats.json")
-        history = read_json(trained.path / "history.json")
-        for entry in history:
-            if "loss" not in entry:
-                continue
-            row = {f"train/{k}": v for k, v in entry.items() if k not in ("step", "epoch")}
-            row["train/epoch"] = entry.get("epoch")
-            row["train/global_step"] = self.global_step + entry["step"]
-            self.tracker.log({"iteration": t, **row})
+    def _add_row(
+        self,
+        label: str,
+        kind: str,
+        t: int | None,
+        model: ModelRef,
+        evaluation: dict[str, Any],
+        gen: Artifact | None = None,
+        refs: ReferenceMix = (),
+        trained: Artifact | None = None,
+    ) -> None:
+        """One scored model for the report: scores, the cost of the stages that made it, and
+        its training curves."""
+        gen_stats = read_json(gen.path / "stats.json") if gen else {}
+        ref_seconds = [read_json(r.path / "stats.json")["seconds"] for r, _ in refs]
+        history = read_json(trained.path / "history.json") if trained else []
         final = next((e for e in history if "train_runtime" in e), {})
-        self.global_step += max((e.get("step", 0) for e in history), default=0)
+        trained_stats = trained.path / "stats.json" if trained else None
+        self.rows.append(
+            {
+                "label": label,
+                "kind": kind,
+                "iteration": t,
+                "model_key": model.key,
+                "scores": scores(evaluation),
+                "costs": {
+                    "generation_s": gen_stats.get("seconds"),
+                    "reference_s": sum(ref_seconds) if ref_seconds else None,
+                    "train_s": final.get("train_runtime"),
+                    "eval_s": evaluation["summary"].get("seconds") if evaluation else None,
+                    "tokens_generated": gen_stats.get("generated_tokens"),
+                    "tokens_trained": read_json(trained_stats)["tokens_trained"]
+                    if trained_stats and trained_stats.is_file()
+                    else None,
+                },
+                "curves": curves(history),
+            }
+        )
+
+    def _log_training(self, prefix: str, t: int | None, trained: Artifact) -> None:
+        """A training run's curves: ``train/*`` on the cumulative step axis for SPIN
+        iterations, ``<baseline>/train/*`` on their own step for baselines."""
+        history = read_json(trained.path / "history.json")
+        axes = {} if t is None else {"iteration": t}
+        for entry in curves(history):
+            step = entry.pop("step")
+            if prefix == "train":
+                row = {f"train/{k}": v for k, v in entry.items()}
+                row["train/global_step"] = self.global_step + step
+            else:
+                row = {f"{prefix}/train/{k}": v for k, v in entry.items()}
+                row[f"{prefix}/train/step"] = step
+            self.tracker.log({**axes, **row})
+        if prefix == "train":
+            self.global_step += max((e.get("step", 0) for e in history), default=0)
+
+    def _log_iteration(self, t: int, gen: Artifact, refs: ReferenceMix, trained: Artifact) -> None:
+        self._log_training("train", t, trained)
+        gen_stats = read_json(gen.path / "stats.json")
+        ref_stats = read_json(refs[0][0].path / "stats.json")
+        history = read_json(trained.path / "history.json")
+        final = next((e for e in history if "train_runtime" in e), {})
         self.tracker.log(
             {
                 "iteration": t,
@@ -292,7 +518,9 @@ class Pipeline:
                 "reference/n_pairs": ref_stats["n_pairs"],
                 "reference/n_identical": ref_stats["n_identical"],
                 "time/generation_s": gen_stats["seconds"],
-                "time/reference_s": ref_stats["seconds"],
+                "time/reference_s": sum(
+                    read_json(r.path / "stats.json")["seconds"] for r, _ in refs
+                ),
                 "time/train_s": final.get("train_runtime"),
                 "throughput/generation_tokens_per_s": gen_stats["tokens_per_second"],
                 "throughput/reference_tokens_per_s": ref_stats["tokens"] / ref_stats["seconds"],
@@ -307,7 +535,7 @@ class Pipeline:
             iteration=t,
         )
 
-    def _log_eval(self, prefix: str, t: int | None, result: dict[str, Any]) -> None:
+    def _log_eval(self, prefix: str, t: int | None, result: dict[str, Any], label: str) -> None:
         """``<prefix>/<task>/<metric>`` and ``<prefix>/average`` per model, and one table on the
         run with every model scored so far side by side (its last version holds them all)."""
         if not result:
@@ -315,7 +543,6 @@ class Pipeline:
         values = scores(result)
         row = {f"{prefix}/{name}": value for name, value in values.items()}
         self.tracker.log(row if t is None else {"iteration": t, **row})
-        label = "start model" if t is None else f"SPIN iteration {t}"
         self._eval_rows.append([label, *values.values()])
         axes = {} if t is None else {"iteration": t}
         self.tracker.log_table("eval/summary", ["model", *values], self._eval_rows, **axes)
@@ -326,36 +553,10 @@ def scores(result: dict[str, Any]) -> dict[str, float]:
     return flat_scores(result["summary"]) if result else {}
 
 
-def read_pairs(gen: Artifact) -> list[dict[str, Any]]:
-    with (gen.path / "pairs.jsonl").open() as f:
-        return [json.loads(line) for line in f]
-
-
-def start_job(cfg: DictConfig, job_dir: Path, job_name: str, job_type: str) -> Tracker:
-    """Validate the config before any work, save it beside the job's outputs, open tracking."""
-    validate(cfg)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    return Tracker(
-        job_dir,
-        cfg.logger,
-        name=job_name,
-        group=cfg.logger.group or cfg.name,
-        job_type=job_type,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
-
-
-def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
-    """Validate, track and run one job; write ``report.json`` into ``job_dir``."""
-    tracker = start_job(cfg, job_dir, job_name, f"iter{cfg.iter}")
-    try:
-        report = Pipeline(cfg, tracker).run()
-        report["job_dir"] = str(job_dir)
-        report["wandb"] = tracker.wandb_location
-        final = report["iterations"][-1]["eval"] if report["iterations"] else {}
-        tracker.summary({f"final/{k}": v for k, v in final.items()})
-        write_json(job_dir / "report.json", report)
-    finally:
-        tracker.finish()
-    return report
+def curves(history: list[dict]) -> list[dict[str, Any]]:
+    """The logged training steps of a Trainer history: step, loss and the SPIN metrics."""
+    return [
+        {"step": e["step"], **{k: v for k, v in e.items() if k not in ("step", "epoch")}}
+        for e in history
+        if "loss" in e
+    ]

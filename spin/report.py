@@ -34,7 +34,6 @@ def format_table(columns: list[tuple[str, dict[str, float]]]) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The start model and every iteration's output of a job, per task and averaged."""
-    columns = [("start model", report["start"])]
-    columns += [(f"SPIN iteration {it['iteration']}", it["eval"]) for it in report["iterations"]]
-    return format_table(columns)
+    """Every model a job scored (the start model, each iteration, a baseline), per task and
+    averaged."""
+    return format_table([(row["label"], row["scores"]) for row in report["rows"]])

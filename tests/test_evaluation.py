@@ -219,7 +219,7 @@ def test_chain_logs_scores_per_model_and_a_summary_table(chain_root):
     assert {"start/arith_gsm/exact_match", "start/arith_mc2/mc2", "start/average"} <= logged
     assert {"eval/arith_gsm/exact_match", "eval/arith_mc2/mc2", "eval/average"} <= logged
     table = [r for r in records if r["type"] == "table" and r["key"] == "eval/summary"][-1]
-    assert [row[0] for row in table["rows"]] == ["start model", "SPIN iteration 0"]
+    assert [row[0] for row in table["rows"]] == ["SFT", "SPIN iteration 0"]
     report = json.loads((job / "report.json").read_text())
     assert set(report["start"]) == {"arith_gsm/exact_match", "arith_mc2/mc2", "average"}
     for result in eval_results(chain_root).values():

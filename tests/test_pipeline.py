@@ -97,7 +97,7 @@ def test_every_artifact_holds_the_config_that_made_it(sweep_root):
 
 def test_reported_table_and_locations(tmp_path):
     proc = run_train("experiment=tiny", f"paths.root={tmp_path}", "logger=wandb", "iter=0")
-    assert "start model" in proc.stdout and "SPIN iteration 0" in proc.stdout
+    assert "SFT" in proc.stdout and "SPIN iteration 0" in proc.stdout
     assert "W&B run:" in proc.stdout and "Outputs:" in proc.stdout
     assert list(tmp_path.rglob("offline-run-*"))
 

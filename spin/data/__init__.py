@@ -19,15 +19,27 @@ from typing import Any
 from spin.data.arith import extract_answer, generate_arith
 from spin.data.formatting import PromptFormatter
 from spin.data.loaders import DataError, deduplicate, load_hf, load_jsonl, load_ultrachat
+from spin.data.mistakes import plausible_mistake
+from spin.data.preferences import (
+    arith_preferences,
+    load_preference_jsonl,
+    load_preferences,
+    load_ultrafeedback,
+)
 
 __all__ = [
     "DataError",
     "PromptFormatter",
     "Splits",
+    "arith_preferences",
     "extract_answer",
     "fingerprint",
     "generate_arith",
+    "load_preference_jsonl",
+    "load_preferences",
     "load_splits",
+    "load_ultrafeedback",
+    "plausible_mistake",
 ]
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ paper's first-turn UltraChat setting).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,16 +51,22 @@ def _text(value: Any, where: str, field: str) -> str:
     return value
 
 
-def _first_turns(messages: Any, where: str, field: str) -> dict:
-    """The first user turn and the first assistant turn that follows it."""
+def _turns(messages: Any, where: str, field: str) -> list[Mapping]:
+    """A chat field's turns, checked to be a list of objects."""
     if not isinstance(messages, list):
         raise DataError(f"{where}: field {field!r} is not a list ({EXPECTED_MESSAGES})")
-    user = None
     for index, turn in enumerate(messages):
         if not isinstance(turn, Mapping):
             raise DataError(
                 f"{where}: field '{field}[{index}]' is not an object ({EXPECTED_MESSAGES})"
             )
+    return messages
+
+
+def _first_turns(messages: Any, where: str, field: str) -> dict:
+    """The first user turn and the first assistant turn that follows it."""
+    user = None
+    for index, turn in enumerate(_turns(messages, where, field)):
         role = turn.get("role")
         if user is None and role == "user":
             user = _text(turn.get("content"), where, f"{field}[{index}].content")
@@ -83,19 +89,12 @@ def to_record(row: Any, where: str, fields: FieldMap) -> dict:
     }
 
 
-def load_jsonl(
-    path: str | Path,
-    prompt_field: str | None = "prompt",
-    response_field: str | None = "response",
-    messages_field: str | None = None,
-) -> list[dict]:
-    """Records from a JSON-lines file; blank lines are skipped, line numbers count from 1."""
-    fields = FieldMap(prompt_field, response_field, messages_field)
-    fields.check()
+def jsonl_rows(path: str | Path, key: str) -> Iterator[tuple[str, Any]]:
+    """Each parsed row of a JSON-lines file with its location, ``"<file> line <n>"`` (from 1),
+    for error messages; blank lines are skipped. ``key`` is the config key naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file (data.path)")
-    records = []
+        raise DataError(f"{path}: no such file ({key})")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -108,8 +107,19 @@ def load_jsonl(
                     f"{where}: malformed JSON at column {error.colno}: {error.msg} "
                     "(expected one JSON object per line)"
                 ) from error
-            records.append(to_record(row, where, fields))
-    return records
+            yield where, row
+
+
+def load_jsonl(
+    path: str | Path,
+    prompt_field: str | None = "prompt",
+    response_field: str | None = "response",
+    messages_field: str | None = None,
+) -> list[dict]:
+    """Records from a JSON-lines file; blank lines are skipped, line numbers count from 1."""
+    fields = FieldMap(prompt_field, response_field, messages_field)
+    fields.check()
+    return [to_record(row, where, fields) for where, row in jsonl_rows(path, "data.path")]
 
 
 def _split_files(directory: Path, split: str) -> list[Path]:
@@ -150,6 +160,15 @@ def _open_dataset(path: str, split: str):
     return load_dataset(builder, data_files={split: data_files}, split=split)
 
 
+def _require_columns(dataset: Any, where: str, names: list[str]) -> None:
+    """Fail before reading any row when a whole column is absent (a wrong field name)."""
+    for name in names:
+        if name not in dataset.column_names:
+            raise DataError(
+                f"{where}: field {name!r} is missing (columns are {dataset.column_names})"
+            )
+
+
 def load_hf(
     path: str,
     split: str = "train",
@@ -162,12 +181,7 @@ def load_hf(
     fields.check()
     dataset = _open_dataset(path, split)
     wanted = [fields.messages] if fields.messages else [fields.prompt, fields.response]
-    for name in wanted:
-        if name not in dataset.column_names:
-            raise DataError(
-                f"{path} split {split!r}: field {name!r} is missing "
-                f"(columns are {dataset.column_names})"
-            )
+    _require_columns(dataset, f"{path} split {split!r}", wanted)
     return [
         to_record(row, f"{path} split {split!r} row {index}", fields)
         for index, row in enumerate(dataset)

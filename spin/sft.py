@@ -1,0 +1,73 @@
+"""Supervised fine-tuning on real responses: the optional stage before iteration 0 and the
+paper's "SFT one more epoch" baseline.
+
+Examples are formatted by the same :class:`~spin.data.PromptFormatter` as SPIN's pairs, so a
+model fine-tuned here sees exactly the text SPIN later scores. Only response tokens carry a
+label; the model's own causal-LM loss and the stock ``Trainer`` do the rest.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from transformers import (
+    DataCollatorForSeq2Seq,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+
+from spin.data import PromptFormatter
+
+IGNORE_INDEX = -100
+
+
+def encode_sft(
+    formatter: PromptFormatter,
+    records: list[dict],
+    max_prompt_length: int,
+    max_length: int,
+) -> Dataset:
+    """Token ids of each prompt + real response, labels masked to the response."""
+    rows = []
+    for record in records:
+        encoded = formatter.encode(
+            record["prompt"], record["response"], max_prompt_length, max_length
+        )
+        ids = encoded["input_ids"]
+        labels = [
+            t if m else IGNORE_INDEX for t, m in zip(ids, encoded["response_mask"], strict=True)
+        ]
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return Dataset.from_list(rows)
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    args: TrainingArguments,
+) -> list[dict]:
+    """Fine-tune ``model`` in place on an :func:`encode_sft` data set; returns the log history.
+
+    ``args`` comes from :func:`spin.trainer.training_arguments`, whose length-grouped batches
+    read a ``length`` column, added here.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
+    dataset = dataset.add_column("length", [len(ids) for ids in dataset["input_ids"]])
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=lambda rows: collator([{k: r[k] for k in r if k != "length"} for r in rows]),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    # Generation pads on the left; training pads on the right, so positions start at 0.
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        trainer.train()
+    finally:
+        tokenizer.padding_side = side
+    return trainer.state.log_history

@@ -1,0 +1,90 @@
+"""Run a named sweep preset from sweeps/ and write its report, in one command.
+
+    python sweep.py                      # list the presets
+    python sweep.py smol_arith           # run it, then report into <sweep dir>/report
+    python sweep.py beta experiment=tiny # any train.py override applies to every job
+
+A preset is a Hydra config holding ``hydra.sweeper.params``; this runs
+``train.py -m --config-dir sweeps --config-name <preset>`` with a fixed sweep directory, so
+the report knows where the jobs wrote. Re-running a finished preset builds nothing new
+(every stage is a shared artifact) and rewrites the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+SWEEPS = ROOT / "sweeps"
+
+
+def presets() -> dict[str, str]:
+    """Preset name -> its first comment line."""
+    out = {}
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        first = path.read_text().splitlines()[0]
+        out[path.stem] = first.lstrip("# ").strip()
+    return out
+
+
+def sweep_dir(name: str, overrides: list[str], tag: str | None) -> Path:
+    """``<paths.root>/sweeps/<preset>/<tag or time>``, honouring a ``paths.root=`` override."""
+    root = next((o.split("=", 1)[1] for o in overrides if o.startswith("paths.root=")), None)
+    if root is None:
+        root = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["paths"]["root"]
+    return Path(root) / "sweeps" / name / (tag or time.strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+def run_preset(name: str, overrides: list[str], directory: Path) -> int:
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "--config-dir",
+        str(SWEEPS),
+        "--config-name",
+        name,
+        f"hydra.sweep.dir={directory}",
+        *overrides,
+    ]
+    print("Running:", " ".join(command[1:]), flush=True)
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("preset", nargs="?", help="a file name in sweeps/ without .yaml")
+    parser.add_argument("overrides", nargs="*", help="train.py overrides for every job")
+    parser.add_argument("--tag", help="sweep directory name (default: the start time)")
+    parser.add_argument("--no-report", action="store_true", help="run the jobs only")
+    parser.add_argument("--wandb", action="store_true", help="also log the report to W&B")
+    args = parser.parse_args(argv)
+    known = presets()
+    if args.preset is None:
+        for name, about in known.items():
+            print(f"{name:<22} {about}")
+        return 0
+    if args.preset not in known:
+        print(f"unknown sweep preset {args.preset!r}; expected one of {sorted(known)}")
+        return 2
+    directory = sweep_dir(args.preset, args.overrides, args.tag)
+    started = time.perf_counter()
+    code = run_preset(args.preset, args.overrides, directory)
+    print(f"Sweep {args.preset}: {time.perf_counter() - started:.0f} s, jobs in {directory}")
+    if code != 0 or args.no_report:
+        return code
+    from spin.reporting import collect_rows, write_report
+
+    written = write_report(collect_rows([directory]), directory / "report", wandb=args.wandb)
+    print("Report:", *map(str, written), sep="\n  ")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Sweep presets (sweeps/*.yaml): each composes, and runs end to end on the tiny model through
+the one-command runner, which also writes the report."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from spin.config import validate
+
+PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+# Shrinks every job to seconds; the preset's own swept keys stay as they are.
+TINY = ("experiment=tiny", "eval.limit=2")
+# train.py's own configs, which every preset extends (sweep.py passes --config-dir instead).
+CONF_SEARCHPATH = f"hydra.searchpath=[file://{ROOT / 'conf'}]"
+
+
+def sweep_params(name: str) -> dict[str, list[str]]:
+    params = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]
+    return {key: str(value).split(",") for key, value in params["params"].items()}
+
+
+def test_the_issue_presets_exist():
+    assert {
+        "paper_table",
+        "beta",
+        "loss",
+        "opponent",
+        "data_size",
+        "epochs_vs_iterations",
+        "smol_arith",
+    } <= set(PRESETS)
+
+
+def contains(actual, expected) -> bool:
+    """Every setting in ``expected`` (nested) has the same value in ``actual``."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and contains(actual[k], v) for k, v in expected.items()
+        )
+    return actual == expected
+
+
+def assert_applied(cfg, key: str, value: str) -> None:
+    """The composed job holds what the swept override asked for: the value, or for a config
+    group every setting of the chosen option's file."""
+    group_file = ROOT / "conf" / key / f"{value}.yaml"
+    if not group_file.is_file():
+        assert OmegaConf.select(cfg, key) == yaml.safe_load(value), key
+        return
+    text = group_file.read_text()
+    expected = {k: v for k, v in yaml.safe_load(text).items() if k != "defaults"}
+    node = cfg if "@package _global_" in text else cfg[key]
+    assert contains(OmegaConf.to_container(node), expected), (key, value)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_job_of_a_preset_composes_and_validates(name):
+    params = sweep_params(name)
+    assert params, f"sweeps/{name}.yaml sweeps nothing"
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        for values in itertools.product(*params.values()):
+            overrides = [f"{k}={v}" for k, v in zip(params, values, strict=True)]
+            cfg = compose(name, overrides=[*overrides, CONF_SEARCHPATH])
+            validate(cfg)
+            for key, value in zip(params, values, strict=True):
+                assert_applied(cfg, key, value)
+
+
+def run_sweep(name: str, root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "sweep.py"),
+            name,
+            *TINY,
+            f"paths.root={root}",
+            "--tag",
+            "t",
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"},
+    )
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
+    proc = run_sweep(name, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    directory = tmp_path / "sweeps" / name / "t"
+    reports = list(directory.rglob("report.json"))
+    assert len(reports) == math.prod(len(v) for v in sweep_params(name).values())
+    table = (directory / "report" / "table.md").read_text()
+    assert "| SFT |" in table
+    assert (directory / "report" / "scores_vs_iteration.png").stat().st_size > 0
