@@ -16,13 +16,19 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from spin.artifacts import ArtifactError, DiskFullError
+from spin.callbacks import NonFiniteLossError
 from spin.config import ConfigError, register_schema, validate
+from spin.data import DataError
 from spin.job import run_job
+from spin.models import CheckpointError
 from spin.plan import build_plan, format_plan
 from spin.report import format_report
 
 register_schema()
 log = logging.getLogger("spin")
+# Faults a user fixes by changing an input, a setting or the disk: a message, not a traceback.
+USER_FAULTS = (DataError, ArtifactError, CheckpointError, DiskFullError, NonFiniteLossError)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -38,6 +44,10 @@ def main(cfg: DictConfig) -> None:
         report = run_job(cfg, job_dir, job_name)
     except ConfigError as err:
         log.error("Invalid config: %s", err)
+        sys.exit(2)
+    except USER_FAULTS as err:
+        log.error("%s", err)
+        print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"\nOutputs: {job_dir}")
     print(f"Artifacts: {Path(cfg.paths.root) / 'artifacts'}")

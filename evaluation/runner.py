@@ -2,14 +2,17 @@
 
 The model and tokenizer the chain holds in memory are wrapped once in lm-eval's HFLM, so no
 task reloads them. ``simple_evaluate`` takes one few-shot count per call, so tasks are run in
-one call per distinct count. Everything that can fail without the model (unknown task,
-unreachable data set, malformed user file) is checked by :func:`prepare`, before the model
-is loaded.
+one call per distinct count; given a directory, each call's output is stored there as it
+finishes and reused by a later run, so a killed evaluation resumes at the first unfinished
+count. Everything that can fail without the model (unknown task, unreachable data set,
+malformed user file) is checked by :func:`prepare`, before the model is loaded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,16 +70,30 @@ def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
     return PreparedTasks(plans, manager, specs)
 
 
-def run_tasks(prepared: PreparedTasks, model: Any, tokenizer: Any, cfg: Any) -> dict[str, Any]:
-    """lm-eval's outputs per few-shot count, plus the project's summary of them."""
+def run_tasks(
+    prepared: PreparedTasks, model: Any, tokenizer: Any, cfg: Any, store: Path | None = None
+) -> dict[str, Any]:
+    """lm-eval's outputs per few-shot count, plus the project's summary of them.
+
+    With ``store``, a directory, each count's output is written there when its call
+    finishes, and one written there by an earlier, interrupted run of the same evaluation
+    is read instead of computed.
+    """
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     lm = LoadedModel(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
     start = time.perf_counter()
     outputs: dict[str, dict[str, Any]] = {}
     by_plan: dict[str, dict[str, Any]] = {}
     for shots, plans in by_fewshot(prepared.plans):
-        output = _evaluate(lm, [prepared.specs[p.name] for p in plans], shots, prepared, cfg)
-        outputs[f"{shots}-shot" if shots is not None else "task-default-shots"] = output
+        name = f"{shots}-shot" if shots is not None else "task-default-shots"
+        stored = store / f"{name}.json" if store is not None else None
+        if stored is not None and stored.is_file():
+            log.info("Reusing the stored %s evaluation %s", name, stored)
+            output = json.loads(stored.read_text())
+        else:
+            output = _evaluate(lm, [prepared.specs[p.name] for p in plans], shots, prepared, cfg)
+            output = _store(output, stored)
+        outputs[name] = output
         by_plan |= {p.name: output for p in plans}
     summary = summarize(prepared.plans, by_plan)
     summary |= {
@@ -93,6 +110,21 @@ def run_tasks(prepared: PreparedTasks, model: Any, tokenizer: Any, cfg: Any) -> 
         "lm_eval_version": lm_eval.__version__,
     }
     return {"summary": summary, "lm_eval": outputs}
+
+
+def _store(output: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """``output`` as JSON reads it back, written atomically to ``path`` when given.
+
+    A fresh output goes through the same conversion as a stored one (values JSON cannot
+    hold become strings), so a resumed evaluation's results equal an uninterrupted one's.
+    """
+    text = json.dumps(output, default=str)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return json.loads(text)
 
 
 def _evaluate(

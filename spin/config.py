@@ -9,6 +9,7 @@ more than a type (allowed names, positive numbers) live in :func:`validate`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,10 @@ class ModelConfig:
     dtype: str = "float32"
     trust_remote_code: bool = False
     max_prompt_length: int = 256
+    # A prompt longer than max_prompt_length tokens (as formatted): "truncate" keeps its
+    # last tokens in generation and training alike, with a warning; "reject" stops the run
+    # before any model work, naming the record.
+    prompt_overflow: str = "truncate"
     max_length: int = 512
     seed: int = 0
     # Parameter count, for dry-run compute estimates of models that are not at hand.
@@ -108,6 +113,9 @@ class TrainerConfig:
     seed: int = 42
     # Processes (GPUs) the global batch spreads over; used by dry-run estimates.
     world_size: int = 1
+    # A checkpoint every this many optimizer steps, for a killed run to resume from (the
+    # last two are kept, and deleted once the model is saved); 0: every tenth of the steps.
+    save_steps: int = 0
 
 
 @dataclass
@@ -271,6 +279,7 @@ class Config:
 ALLOWED = {
     "model.source": ("tiny", "gguf", "hub"),
     "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.prompt_overflow": ("truncate", "reject"),
     "data.source": ("arith", "jsonl", "hf", "ultrachat"),
     "generation.backend": ("hf",),
     "trainer.optimizer": ("rmsprop", "adamw"),
@@ -303,6 +312,27 @@ POSITIVE = (
     "baseline.epochs",
     "baseline.beta",
 )
+
+# A name from a config that becomes a folder (``name``, a user eval set's name): one plain
+# path component, so no config can make the project write outside ``paths.root``.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_name(value: Any, key: str) -> str:
+    """``value`` if it is safe as one folder name, else :class:`ConfigError` naming ``key``."""
+    text = str(value)
+    if not SAFE_NAME.fullmatch(text) or text in (".", ".."):
+        raise ConfigError(
+            f"{key}={text!r} becomes a folder name under paths.root; expected letters, digits "
+            "and '_', '.', '-' only (not '.' or '..')"
+        )
+    return text
+
+
+def folder_name(value: Any) -> str:
+    """``value`` as one folder name: path separators become '_' (a sweep job's overrides,
+    e.g. ``data.path=/data/x.jsonl``, name its folder and must not nest or climb out)."""
+    return str(value).replace("/", "_").replace("\\", "_")
 
 
 def check_keys(node: Any, schema: type, prefix: str = "") -> None:
@@ -354,8 +384,14 @@ def validate(cfg: DictConfig) -> None:
             f"data.path is required for data.source={cfg.data.source!r}: "
             "set data.path=FILE (or a hub id for hf/ultrachat)"
         )
+    check_name(cfg.name, "name")
+    for task, settings in cfg.eval.settings.items():
+        if settings.get("path") is not None:
+            check_name(task, f"eval.settings.{task} (a user set's name)")
     if cfg.iter < 0:
         raise ConfigError(f"iter={cfg.iter} must be >= 0 (iterations count from 0)")
+    if cfg.trainer.save_steps < 0:
+        raise ConfigError(f"trainer.save_steps={cfg.trainer.save_steps} must be >= 0 (0: auto)")
     if cfg.model.max_prompt_length >= cfg.model.max_length:
         raise ConfigError(
             f"model.max_prompt_length={cfg.model.max_prompt_length} must be smaller than "
@@ -419,7 +455,13 @@ def iteration_settings(cfg: DictConfig, t: int) -> IterationSettings:
 
 
 def register_schema() -> None:
-    """Make the schema available to Hydra's defaults list as ``spin_schema``."""
+    """Make the schema available to Hydra's defaults list as ``spin_schema``, and the
+    resolvers conf/config.yaml builds job folders with: ``spin_name`` checks ``name`` before
+    Hydra creates a folder from it, ``spin_folder`` flattens a sweep job's overrides."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="spin_schema", node=Config)
+    resolvers = {"spin_name": lambda value: check_name(value, "name"), "spin_folder": folder_name}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

@@ -106,9 +106,23 @@ class HFGenerator:
         self.last_stats: dict[str, float | int] = {}
 
     def generate(
-        self, prompts: list[str], shard_dir: Path | None = None, desc: str = "generate"
+        self,
+        prompts: list[str],
+        shard_dir: Path | None = None,
+        desc: str = "generate",
+        prompt_ids: list[list[int]] | None = None,
     ) -> list[str]:
-        """Completions of ``prompts`` in input order; shards in ``shard_dir`` are reused."""
+        """Completions of ``prompts`` in input order; shards in ``shard_dir`` are reused.
+
+        ``prompt_ids``, when given, are the token ids fed for each prompt in place of its
+        tokenised text: the ids training scores, cut to ``model.max_prompt_length``
+        (:meth:`spin.data.PromptFormatter.prompt_ids`). Shards are keyed by the texts.
+        """
+        if prompt_ids is not None and len(prompt_ids) != len(prompts):
+            raise ValueError(
+                f"prompt_ids holds {len(prompt_ids)} prompts; expected one per prompt text "
+                f"({len(prompts)})"
+            )
         started = time.perf_counter()
         shard_size = self.cfg.shard_size
         if shard_dir is not None:
@@ -128,7 +142,8 @@ class HFGenerator:
                     bar.update(len(stored))
                     continue
                 torch.manual_seed(self.cfg.seed + shard_index)
-                texts, n_tokens = self._generate_shard(shard_prompts, bar)
+                shard_ids = prompt_ids[start : start + shard_size] if prompt_ids else None
+                texts, n_tokens = self._generate_shard(shard_prompts, bar, shard_ids)
                 generated_tokens += n_tokens
                 if path is not None:
                     write_shard(path, start, shard_prompts, texts)
@@ -142,11 +157,13 @@ class HFGenerator:
         }
         return completions
 
-    def _generate_shard(self, prompts: list[str], bar: tqdm) -> tuple[list[str], int]:
+    def _generate_shard(
+        self, prompts: list[str], bar: tqdm, prompt_ids: list[list[int]] | None = None
+    ) -> tuple[list[str], int]:
         """Completions of one shard in its input order, and the number of tokens generated."""
         # The prompt texts already carry the template's special tokens; adding more (a BOS)
         # would make generation see a different prefix than the one used in training.
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        encoded = prompt_ids or self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         texts: list[str] = [""] * len(prompts)
         n_tokens = 0
         for batch in length_sorted_batches([len(ids) for ids in encoded], self.cfg.batch_size):

@@ -8,6 +8,12 @@ states onto the vocabulary (``logits_to_keep``).
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -26,6 +32,11 @@ SHARED, REAL, GENERATED, PAD = 0, 1, 2, 3
 
 # Mixed-precision names of trainer.precision and the dtypes their autocast runs in.
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# A reference pass given a chunk directory stores its results in about this many chunks of
+# whole batches, so a killed pass loses at most about a twentieth of its work.
+REFERENCE_CHUNKS = 20
+
+log = logging.getLogger(__name__)
 
 
 def check_pair_keys(examples: list[dict], keys: tuple[str, ...] = PAIR_KEYS) -> None:
@@ -213,6 +224,7 @@ def reference_logps(
     pad_token_id: int,
     desc: str,
     precision: str = "fp32",
+    chunk_dir: Path | None = None,
 ) -> tuple[list[float], list[float]]:
     """Frozen-model log-probs of every pair's real and generated response, in input order.
 
@@ -222,29 +234,87 @@ def reference_logps(
     shows up at once) to waste little compute on padding. ``precision`` is the training's
     mixed precision (``fp32``, ``bf16``, ``fp16``): computing the reference under the
     autocast the policy trains in keeps the rounding difference between the two out of the
-    rewards.
+    rewards. With ``chunk_dir``, each chunk of batches is stored there as it finishes and a
+    stored chunk is read instead of computed, so a killed pass resumes where it stopped;
+    chunks are whole batches of the same order, so the values are the ones a pass in one go
+    gives.
     """
     if precision not in ("fp32", *AUTOCAST):
         raise ValueError(f"trainer.precision={precision!r}; expected one of {['fp32', *AUTOCAST]}")
     check_pair_keys(examples)
     order = sorted(range(len(examples)), key=lambda i: -packed_length(examples[i]))
     per_batch = max(1, batch_size // 2)
-    device = next(model.parameters()).device
+    batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
+    per_chunk = max(1, math.ceil(len(batches) / REFERENCE_CHUNKS))
+    chunks = [batches[start : start + per_chunk] for start in range(0, len(batches), per_chunk)]
+    if chunk_dir is not None:
+        chunk_dir.mkdir(parents=True, exist_ok=True)
     real, generated = [0.0] * len(examples), [0.0] * len(examples)
     was_training = model.training
     model.eval()
+    reused = 0
+    with tqdm(total=len(batches), desc=desc, unit="batch") as bar:
+        for index, chunk in enumerate(chunks):
+            pairs = [i for batch in chunk for i in batch]
+            path = chunk_dir / f"chunk-{index:05d}.json" if chunk_dir is not None else None
+            stored = read_chunk(path, pairs) if path is not None else None
+            if stored is None:
+                stored = _score_batches(model, examples, chunk, pad_token_id, precision, bar)
+                if path is not None:
+                    write_chunk(path, pairs, *stored)
+            else:
+                reused += 1
+                bar.update(len(chunk))
+            for i, r, g in zip(pairs, *stored, strict=True):
+                real[i], generated[i] = r, g
+    model.train(was_training)
+    if reused:
+        log.info("%s: reused %d of %d reference chunks", desc, reused, len(chunks))
+    return real, generated
+
+
+def _score_batches(
+    model: PreTrainedModel,
+    examples: list[dict],
+    batches: list[list[int]],
+    pad_token_id: int,
+    precision: str,
+    bar: tqdm,
+) -> tuple[list[float], list[float]]:
+    """Reference log-probs of the pairs of ``batches``, real and generated, batch by batch."""
+    device = next(model.parameters()).device
     autocast = torch.autocast(
         device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST
     )
+    real, generated = [], []
     with torch.no_grad(), autocast:
-        for start in tqdm(range(0, len(order), per_batch), desc=desc, unit="batch"):
-            chunk = order[start : start + per_batch]
-            batch = pack_pairs([examples[i] for i in chunk], pad_token_id)
-            logps = pair_logps(model, {k: v.to(device) for k, v in batch.items()}).tolist()
-            for j, i in enumerate(chunk):
-                real[i], generated[i] = logps[j], logps[len(chunk) + j]
-    model.train(was_training)
+        for batch in batches:
+            packed = pack_pairs([examples[i] for i in batch], pad_token_id)
+            logps = pair_logps(model, {k: v.to(device) for k, v in packed.items()}).tolist()
+            real += logps[: len(batch)]
+            generated += logps[len(batch) :]
+            bar.update(1)
     return real, generated
+
+
+def read_chunk(path: Path, pairs: list[int]) -> tuple[list[float], list[float]] | None:
+    """The stored log-probs of ``pairs`` (input positions) from ``path``; None when the chunk
+    was never finished, or holds other pairs (``trainer.ref_batch_size`` changed)."""
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored["pairs"] != pairs:
+        log.info("%s holds other pairs than this pass's chunk; computing it again", path)
+        return None
+    return stored["real"], stored["generated"]
+
+
+def write_chunk(path: Path, pairs: list[int], real: list[float], generated: list[float]) -> None:
+    """Store a chunk atomically, so a kill mid-write never leaves a chunk that looks done.
+    JSON keeps every float exactly (its shortest repr reads back to the same value)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"pairs": pairs, "real": real, "generated": generated}))
+    os.replace(tmp, path)
 
 
 def packed_length(example: dict) -> int:

@@ -15,6 +15,7 @@ import string
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models
 from transformers import (
     AutoModelForCausalLM,
@@ -25,6 +26,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from spin.artifacts import SPEC_FILE
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +135,55 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(
-        location, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+        )
+    except Exception as err:
+        damaged = unreadable_weights(Path(location))
+        if damaged is None:
+            raise
+        raise CheckpointError(damaged, err) from err
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(default_device()), tokenizer
+
+
+class CheckpointError(RuntimeError):
+    """A weights file that cannot be read; the message names it and says how to recover."""
+
+    def __init__(self, path: Path, err: Exception) -> None:
+        artifact = next((p for p in path.parents if (p / SPEC_FILE).is_file()), None)
+        remedy = (
+            f"delete the artifact {artifact} and rerun to rebuild it"
+            if artifact is not None
+            else "replace it with a complete copy"
+        )
+        super().__init__(
+            f"{path}: cannot read the model weights ({err}); the file is damaged or "
+            f"incomplete: {remedy}"
+        )
+
+
+def unreadable_weights(location: Path) -> Path | None:
+    """The first safetensors file in a model directory whose header or size is wrong, found
+    only after loading failed, since the loader's own error does not name the file."""
+    if not location.is_dir():
+        return None
+    for path in sorted(location.glob("*.safetensors")):
+        try:
+            with safe_open(path, "pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError):
+            return path
+    return None
+
+
+def load_tokenizer(
+    location: str | Path, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """The tokenizer alone: checks of the data (prompt lengths) run before any model loads."""
+    return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
 
 
 def default_device() -> torch.device:

@@ -30,11 +30,11 @@ from spin.config import IterationSettings, iteration_settings
 from spin.data import PromptFormatter, fingerprint, load_preferences, load_splits
 from spin.generation import make_generator
 from spin.logprobs import reference_logps
-from spin.models import load_model, materialize_start_model
+from spin.models import load_model, load_tokenizer, materialize_start_model
 from spin.pairs import ReferenceMix, all_pairs, draw_pairs, mixed_reference, read_pairs, write_pairs
 from spin.sft import encode_sft, train_sft
 from spin.tracking import Tracker
-from spin.trainer import train_pairs, training_arguments
+from spin.trainer import last_checkpoint, train_pairs, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class Pipeline:
         self.config_yaml = OmegaConf.to_yaml(cfg)
         self.splits = load_splits(cfg.data)
         self._loaded: tuple[str, Any, Any] | None = None
+        self._long_prompts: int | None = None
         self.global_step = 0
         self._eval_rows: list[list[Any]] = []
         self.rows: list[dict[str, Any]] = []
@@ -102,9 +103,30 @@ class Pipeline:
     def formatter(self, tokenizer: Any) -> PromptFormatter:
         return PromptFormatter(tokenizer, self.cfg.generation.prompt_format)
 
+    def check_prompts(self, model: ModelRef, prompts: list[str], source: str) -> int:
+        """Prompts of ``source`` over ``model.max_prompt_length`` tokens, counted (or, with
+        ``model.prompt_overflow=reject``, refused) with only the tokenizer loaded, before the
+        stages that use them; every model of a chain shares its start model's tokenizer."""
+        tokenizer = load_tokenizer(model.location, self.cfg.model.trust_remote_code)
+        cfg = self.cfg.model
+        return self.formatter(tokenizer).check_lengths(
+            prompts, cfg.max_prompt_length, cfg.prompt_overflow, source
+        )
+
+    def long_prompts(self, model: ModelRef) -> int:
+        """How many train prompts generation and training cut (checked once per job)."""
+        if self._long_prompts is None:
+            prompts = [r["prompt"] for r in self.splits.train]
+            self._long_prompts = self.check_prompts(model, prompts, "data train")
+        return self._long_prompts
+
     def base_model(self) -> ModelRef:
         cfg = self.cfg.model
-        spec = section(self.cfg, "model", drop=("max_prompt_length", "max_length", "n_params"))
+        spec = section(
+            self.cfg,
+            "model",
+            drop=("max_prompt_length", "prompt_overflow", "max_length", "n_params"),
+        )
         if cfg.source == "hub":
             return ModelRef(spec_key(spec), cfg.path or cfg.name)
         artifact = self._artifact("model", spec, lambda work: materialize_start_model(cfg, work))
@@ -114,10 +136,12 @@ class Pipeline:
         """The model iteration 0 starts from: the configured one, or its SFT on the data's
         train split when ``sft.enabled`` (then also the SFT artifact, for its costs)."""
         base = self.base_model()
+        self.long_prompts(base)
         if not self.cfg.sft.enabled:
             return base, None
         n_train = self.cfg.sft.n_train or len(self.splits.train)
         records = load_splits(OmegaConf.merge(self.cfg.data, {"n_train": n_train})).train
+        self.check_prompts(base, [r["prompt"] for r in records], "sft data")
         return self.sft(base, records, self.cfg.sft.epochs, self.cfg.sft.lr, "sft")
 
     # ----------------------------------------------------------------- stages
@@ -140,9 +164,10 @@ class Pipeline:
             policy, tokenizer = self.load_private(parent)
             lengths = (self.cfg.model.max_prompt_length, self.cfg.model.max_length)
             dataset = encode_sft(self.formatter(tokenizer), records, *lengths)
-            args = training_arguments(str(work / "checkpoints"), **trainer)
+            args = self._training_arguments(work, trainer)
             log.info("%s: supervised fine-tuning on %d records", stage, len(records))
-            history = train_sft(policy, tokenizer, dataset, args)
+            resume = last_checkpoint(work / "checkpoints")
+            history = train_sft(policy, tokenizer, dataset, args, resume_from=resume)
             tokens = sum(len(ids) for ids in dataset["input_ids"])
             self._save_trained(work, policy, tokenizer, history, tokens * epochs)
 
@@ -155,6 +180,10 @@ class Pipeline:
             "train": self.splits.train_fingerprint,
             **section(self.cfg, "generation", drop=("batch_size",)),
         }
+        # The cut changes what cut prompts are answered; prompts that fit keep the old key.
+        max_prompt_length = self.cfg.model.max_prompt_length
+        if self.long_prompts(model):
+            spec["max_prompt_length"] = max_prompt_length
 
         def build(work: Path) -> None:
             policy, tokenizer = self.load(model)
@@ -165,12 +194,15 @@ class Pipeline:
                 [fmt.prompt_text(r["prompt"]) for r in records],
                 shard_dir=work / "shards",
                 desc=f"iter {t}: generate",
+                prompt_ids=[fmt.prompt_ids(r["prompt"], max_prompt_length) for r in records],
             )
             rows = [
                 {"prompt": r["prompt"], "real": r["response"], "generated": c}
                 for r, c in zip(records, completions, strict=True)
             ]
             write_pairs(work, rows, dict(generator.last_stats))
+            if generator.last_stats["reused_shards"]:
+                log.info("iter %d: reused %d shards", t, generator.last_stats["reused_shards"])
             shutil.rmtree(work / "shards")
 
         return self._artifact("generations", spec, build)
@@ -219,6 +251,7 @@ class Pipeline:
                 tokenizer.pad_token_id,
                 desc=f"{stage}: reference",
                 precision=self.cfg.trainer.precision,
+                chunk_dir=work / "chunks",
             )
             for ex, r, g in zip(examples, ref_real, ref_gen, strict=True):
                 ex["ref_real_logps"], ex["ref_generated_logps"] = r, g
@@ -233,6 +266,7 @@ class Pipeline:
                     "seconds": time.perf_counter() - start,
                 },
             )
+            shutil.rmtree(work / "chunks")
 
         return self._artifact("reference", spec, build)
 
@@ -279,7 +313,7 @@ class Pipeline:
 
         def build(work: Path) -> None:
             policy, tokenizer = self.load_private(model)
-            args = training_arguments(str(work / "checkpoints"), **trainer)
+            args = self._training_arguments(work, trainer)
             log.info("%s: training with the %s loss", stage, objective.loss)
             history = train_pairs(
                 policy,
@@ -290,6 +324,7 @@ class Pipeline:
                 beta=objective.beta,
                 label_smoothing=objective.label_smoothing,
                 nll_weight=objective.nll_weight,
+                resume_from=last_checkpoint(work / "checkpoints"),
             )
             tokens = read_json(refs[0][0].path / "stats.json")["tokens"]
             self._save_trained(work, policy, tokenizer, history, tokens * objective.epochs)
@@ -298,8 +333,18 @@ class Pipeline:
         return ModelRef(artifact.key, str(artifact.path / "model")), artifact
 
     def _trainer_settings(self, lr: float, epochs: float, **overrides: Any) -> dict[str, Any]:
-        trainer = section(self.cfg, "trainer", drop=("ref_batch_size", "world_size"))["trainer"]
+        """The trainer settings a trained model's key holds: not the ones that leave its
+        weights as they are (reference batch size, device count, checkpoint interval)."""
+        drop = ("ref_batch_size", "world_size", "save_steps")
+        trainer = section(self.cfg, "trainer", drop=drop)["trainer"]
         return trainer | {"lr": lr, "epochs": epochs} | overrides
+
+    def _training_arguments(self, work: Path, trainer: dict[str, Any]) -> Any:
+        """Arguments of a training build: its checkpoints go into ``work/checkpoints``, where
+        a rerun after a kill finds them."""
+        return training_arguments(
+            str(work / "checkpoints"), **trainer, save_steps=self.cfg.trainer.save_steps
+        )
 
     @staticmethod
     def _save_trained(
@@ -323,7 +368,9 @@ class Pipeline:
         def build(work: Path) -> None:
             prepared = prepare(plans, work)  # fails here, before the model is loaded
             policy, tokenizer = self.load(model)
-            write_json(work / "results.json", run_tasks(prepared, policy, tokenizer, self.cfg.eval))
+            results = run_tasks(prepared, policy, tokenizer, self.cfg.eval, work / "by_shots")
+            write_json(work / "results.json", results)
+            shutil.rmtree(work / "by_shots")
 
         return read_json(self._artifact("eval", spec, build).path / "results.json")
 
@@ -432,6 +479,7 @@ class Pipeline:
         """DPO from ``model``: the SPIN loss and trainer on preference pairs."""
         base = self.cfg.baseline
         pairs = self.preferences()
+        self.check_prompts(model, [p["prompt"] for p in read_pairs(pairs)], "preference")
         ref = self.reference(model, [pairs], kind)
         objective = Objective(
             loss=base.loss,

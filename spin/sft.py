@@ -3,21 +3,24 @@ paper's "SFT one more epoch" baseline.
 
 Examples are formatted by the same :class:`~spin.data.PromptFormatter` as SPIN's pairs, so a
 model fine-tuned here sees exactly the text SPIN later scores. Only response tokens carry a
-label; the model's own causal-LM loss and the stock ``Trainer`` do the rest.
+label; the model's own causal-LM loss and the Trainer do the rest, with the batch order and
+checkpoints of SPIN training (:class:`spin.trainer.ResumableOrder`), so a killed run resumes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from datasets import Dataset
 from transformers import (
     DataCollatorForSeq2Seq,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Trainer,
     TrainingArguments,
 )
 
 from spin.data import PromptFormatter
+from spin.trainer import ResumableOrder, run_training
 
 IGNORE_INDEX = -100
 
@@ -47,17 +50,19 @@ def train_sft(
     tokenizer: PreTrainedTokenizerBase,
     dataset: Dataset,
     args: TrainingArguments,
+    resume_from: Path | None = None,
 ) -> list[dict]:
     """Fine-tune ``model`` in place on an :func:`encode_sft` data set; returns the log history.
 
     ``args`` comes from :func:`spin.trainer.training_arguments`, whose length-grouped batches
-    read a ``length`` column, added here.
+    read a ``length`` column, added here. ``resume_from`` is a checkpoint of an interrupted
+    run of the same fine-tuning (:func:`spin.trainer.last_checkpoint`) to continue from.
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
     dataset = dataset.add_column("length", [len(ids) for ids in dataset["input_ids"]])
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
-    trainer = Trainer(
+    trainer = ResumableOrder(
         model=model,
         args=args,
         data_collator=lambda rows: collator([{k: r[k] for k in r if k != "length"} for r in rows]),
@@ -67,7 +72,6 @@ def train_sft(
     # Generation pads on the left; training pads on the right, so positions start at 0.
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
     try:
-        trainer.train()
+        return run_training(trainer, resume_from)
     finally:
         tokenizer.padding_side = side
-    return trainer.state.log_history

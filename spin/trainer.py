@@ -10,6 +10,13 @@ Trainer's own machinery.
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
 import torch
 from datasets import Dataset
 from torch import Tensor, nn
@@ -20,7 +27,9 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from spin.callbacks import FiniteLossTrainer
 from spin.logprobs import PAIR_KEYS, check_pair_keys, pack_pairs, packed_length, pair_logps
 from spin.losses import LossOutput, get_loss
 
@@ -38,6 +47,17 @@ METRICS = (
 LENGTH_COLUMN = "length"
 OPTIMIZERS = {"rmsprop": "rmsprop", "adamw": "adamw_torch"}
 PRECISIONS = ("fp32", "bf16", "fp16")
+# trainer.save_steps=0 ("auto"): a checkpoint every this fraction of the optimizer steps, so
+# a killed run loses at most about a tenth of its training and writes about ten checkpoints.
+AUTO_SAVE_FRACTION = 0.1
+# Checkpoints kept: the newest may be half written when the process is killed, so the one
+# before it is kept too.
+CHECKPOINTS_KEPT = 2
+# The Trainer's checkpoint folders and the file it writes last into each.
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+
+log = logging.getLogger(__name__)
 
 
 class PairCollator:
@@ -61,7 +81,49 @@ def with_lengths(dataset: Dataset) -> Dataset:
     return dataset.add_column(LENGTH_COLUMN, [packed_length(pair) for pair in dataset])
 
 
-class SPINTrainer(Trainer):
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from ``seed + epoch`` instead of the global RNG.
+
+    The stock sampler draws each epoch's order from the global torch RNG, whose state when
+    a resumed run starts an epoch is not the one the uninterrupted run had (the Trainer
+    restores it only after fast-forwarding the data), so a run resumed past its first epoch
+    would see its batches in another order. Seeding each epoch by its number gives the same
+    order however the run got there; the Trainer's data loader calls ``set_epoch``.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class ResumableOrder(FiniteLossTrainer):
+    """A Trainer whose length-grouped batches come from :class:`EpochSeededLengthSampler`,
+    so a run resumed from a checkpoint trains on exactly the batches an uninterrupted one
+    would; like every Trainer here it stops at the first non-finite loss."""
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        column = self.args.length_column_name
+        if (
+            self.args.train_sampling_strategy != "group_by_length"
+            or not isinstance(dataset, Dataset)
+            or column not in dataset.column_names
+        ):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return EpochSeededLengthSampler(batch, dataset[column], seed)
+
+
+class SPINTrainer(ResumableOrder):
     """Trainer whose loss is a registered SPIN loss on precomputed reference log-probs.
 
     ``nll_weight`` adds the real response's per-token negative log-likelihood (as in
@@ -191,13 +253,18 @@ def training_arguments(
     gradient_checkpointing: bool,
     seed: int,
     logging_steps: int,
+    save_steps: int | None = None,
 ) -> TrainingArguments:
     """TrainingArguments for one SPIN iteration; ``batch_size`` counts pairs per device.
 
-    Checkpoints are the caller's business (``save_strategy="no"``), and every pair field is
-    kept for the collator (``remove_unused_columns=False``). Batches are drawn from groups of
-    pairs of similar packed length (the ``length`` column :func:`train_pairs` adds): the
-    order is still shuffled by the seed, but a batch pads its rows far less.
+    ``save_steps`` is how often a checkpoint (weights as safetensors, optimizer, schedule,
+    RNG, log history) goes into ``output_dir`` for a killed run to resume from
+    (:func:`last_checkpoint`): every that many optimizer steps, 0 for every
+    ``AUTO_SAVE_FRACTION`` of the steps, None for no checkpoints. The last
+    ``CHECKPOINTS_KEPT`` are kept. Every pair field is kept for the collator
+    (``remove_unused_columns=False``). Batches are drawn from groups of pairs of similar
+    packed length (the ``length`` column :func:`train_pairs` adds): the order is still
+    shuffled by the seed, but a batch pads its rows far less.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"trainer.optimizer={optimizer!r}; expected one of {list(OPTIMIZERS)}")
@@ -207,6 +274,8 @@ def training_arguments(
     # step count, so a ratio of 1.0 would silently mean one step.
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"trainer.warmup_ratio={warmup_ratio} must be in [0, 1)")
+    if save_steps is not None and save_steps < 0:
+        raise ValueError(f"trainer.save_steps={save_steps} must be >= 0 (0: automatic)")
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=lr,
@@ -224,7 +293,9 @@ def training_arguments(
         activation_checkpointing=gradient_checkpointing,
         seed=seed,
         logging_steps=logging_steps,
-        save_strategy="no",
+        save_strategy="no" if save_steps is None else "steps",
+        save_steps=save_steps or AUTO_SAVE_FRACTION,
+        save_total_limit=CHECKPOINTS_KEPT,
         report_to=[],
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",
@@ -244,11 +315,13 @@ def train_pairs(
     label_smoothing: float,
     nll_weight: float,
     callbacks: tuple[TrainerCallback, ...] | list[TrainerCallback] = (),
+    resume_from: Path | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on pairs carrying reference log-probs; returns the log history.
 
     ``examples`` may be a list of dicts or a ``datasets.Dataset`` (as stored by the pipeline);
-    only the pair and reference fields are used.
+    only the pair and reference fields are used. ``resume_from`` is a checkpoint of an
+    interrupted run of the same training (:func:`last_checkpoint`) to continue from.
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
@@ -275,5 +348,49 @@ def train_pairs(
         label_smoothing=label_smoothing,
         nll_weight=nll_weight,
     )
-    trainer.train()
+    return run_training(trainer, resume_from)
+
+
+def run_training(trainer: Trainer, resume_from: Path | None) -> list[dict]:
+    """``trainer.train()``, from ``resume_from`` when given; returns the log history.
+
+    The checkpoint restores weights, optimizer, schedule, RNG and the position in the data,
+    so the run ends where an uninterrupted one would; its log history holds the steps
+    logged before the interruption too.
+    """
+    if resume_from is not None:
+        log.info("Resuming from checkpoint %s", resume_from)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer.state.log_history
+
+
+def last_checkpoint(directory: Path) -> Path | None:
+    """The newest complete Trainer checkpoint in ``directory``, or None; incomplete ones are
+    deleted.
+
+    The Trainer writes a checkpoint's state file last, so a checkpoint without a readable
+    one for its step was cut short by a kill: resuming from it would fail, and left in place
+    it would be counted by the Trainer's rotation of old checkpoints.
+    """
+    if not directory.is_dir():
+        return None
+    complete = []
+    for path in directory.iterdir():
+        match = CHECKPOINT_NAME.match(path.name)
+        if match is None or not path.is_dir():
+            continue
+        step = int(match.group(1))
+        if _saved_step(path) == step:
+            complete.append((step, path))
+        else:
+            log.warning("Deleting %s: written only in part when the run was stopped", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return max(complete)[1] if complete else None
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    """The global step recorded in a checkpoint's state file; None if it is missing or cut."""
+    try:
+        return json.loads((checkpoint / TRAINER_STATE).read_text())["global_step"]
+    except (OSError, ValueError, KeyError):
+        return None

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from spin.config import register_schema
 from spin.models import build_tiny
+from spin.tracking import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,21 @@ def run_train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def job_dirs(root: Path) -> list[Path]:
+    """The directories of the jobs run under outputs root ``root``."""
+    return sorted(p.parent for p in root.rglob("report.json"))
+
+
+def artifact_events(root: Path) -> list[dict]:
+    """Every artifact a job under ``root`` built or reused, from the jobs' metrics mirrors."""
+    return [
+        rec
+        for job in job_dirs(root)
+        for rec in read_metrics(job)
+        if rec["type"] == "event" and rec["event"] == "artifact"
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import compose_config, run_train
 from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
 
-from spin.config import ConfigError, iteration_settings, validate
+from spin.config import ConfigError, EvalTaskConfig, iteration_settings, validate
 
 
 def test_default_config_is_the_embedded_experiment():
@@ -41,6 +44,8 @@ def test_missing_required_value_names_the_key():
     cfg = compose_config("data=jsonl")
     with pytest.raises(ConfigError, match=r"data\.path is required for data\.source='jsonl'"):
         validate(cfg)
+    with pytest.raises(ConfigError, match=r"required value\(s\) missing: model\.name; set them"):
+        validate(compose_config("model.name=???"))
 
 
 @pytest.mark.parametrize(
@@ -48,6 +53,14 @@ def test_missing_required_value_names_the_key():
     [
         ("iter=-1", "iter=-1 must be >= 0"),
         ("loss.beta=0", "loss.beta=0.0 must be a positive number"),
+        ("loss.beta=-0.1", "loss.beta=-0.1 must be a positive number"),
+        ("baseline.beta=0", "baseline.beta=0.0 must be a positive number"),
+        ("+schedule.1.beta=0", "schedule.1.beta=0 must be a positive number"),
+        (
+            "model.prompt_overflow=clip",
+            "model.prompt_overflow='clip' is not allowed; expected one of ['truncate', 'reject']",
+        ),
+        ("name=a/b", "name='a/b' becomes a folder name under paths.root; expected letters"),
         ("loss.name=squared", "loss.name='squared' is not allowed; expected one of"),
         ("trainer.optimizer=sgd", "trainer.optimizer='sgd' is not allowed"),
         ("generation.prompt_format=Q:", "must be 'chat' or a template containing '{prompt}'"),
@@ -55,8 +68,16 @@ def test_missing_required_value_names_the_key():
     ],
 )
 def test_impossible_values_are_rejected(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose_config(override))
+
+
+def test_user_eval_set_name_must_be_a_folder_name():
+    cfg = compose_config("eval=none")
+    with open_dict(cfg):
+        cfg.eval.settings["../up"] = EvalTaskConfig(path="set.jsonl", template="arith_gsm")
+    with pytest.raises(ConfigError, match=r"eval\.settings\.\.\./up \(a user set's name\)="):
+        validate(cfg)
 
 
 def test_schedule_overrides_only_its_iteration():

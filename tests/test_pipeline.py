@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import run_train
+from conftest import artifact_events, job_dirs, run_train
 
 from spin.tracking import read_metrics
 
@@ -20,19 +20,6 @@ TRAIN_METRICS = {
     "train/logps/real",
     "train/logps/generated",
 }
-
-
-def job_dirs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.rglob("report.json"))
-
-
-def artifact_events(root: Path) -> list[dict]:
-    return [
-        rec
-        for job in job_dirs(root)
-        for rec in read_metrics(job)
-        if rec["type"] == "event" and rec["event"] == "artifact"
-    ]
 
 
 def specs(root: Path, kind: str) -> list[dict]:

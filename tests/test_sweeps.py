@@ -97,13 +97,29 @@ def run_sweep(name: str, root: Path, *overrides: str) -> subprocess.CompletedPro
     )
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
-    proc = run_sweep(name, tmp_path)
+def check_preset_run(name: str, root: Path, *overrides: str) -> None:
+    proc = run_sweep(name, root, *overrides)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    directory = tmp_path / "sweeps" / name / "t"
+    directory = root / "sweeps" / name / "t"
     reports = list(directory.rglob("report.json"))
-    assert len(reports) == math.prod(len(v) for v in sweep_params(name).values())
+    params = sweep_params(name)
+    if overrides:
+        params = {
+            k: v for k, v in params.items() if not any(o.startswith(f"{k}=") for o in overrides)
+        }
+    assert len(reports) == math.prod(len(v) for v in params.values())
     table = (directory / "report" / "table.md").read_text()
     assert "| SFT |" in table
     assert (directory / "report" / "scores_vs_iteration.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
+    """Every job of the preset, cut to iteration 0 to keep the default run short."""
+    check_preset_run(name, tmp_path, "iter=0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_whole_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
+    check_preset_run(name, tmp_path)

@@ -3,14 +3,25 @@
 The official SPIN code generates with one prompt format and trains with another, so the
 model is trained on text it never produced. Here both sides go through one
 :class:`PromptFormatter`: generation feeds ``prompt_text(p)`` to the model and training
-scores ``prompt_text(p) + response_text(y)``, for real and generated ``y`` alike.
+scores ``prompt_text(p) + response_text(y)``, for real and generated ``y`` alike. A prompt
+longer than ``model.max_prompt_length`` tokens is cut the same way on both sides
+(:meth:`PromptFormatter.prompt_ids`), or refused up front (:meth:`PromptFormatter.check_lengths`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 from transformers import PreTrainedTokenizerBase
 
+from spin.data.loaders import DataError
+
+log = logging.getLogger(__name__)
+
 CHAT = "chat"
+# model.prompt_overflow: what happens to a prompt longer than model.max_prompt_length.
+TRUNCATE, REJECT = "truncate", "reject"
 EXAMPLE_TEMPLATE = "### Instruction: {prompt}\\n\\n### Response: "
 # A stand-in prompt for deriving the assistant turn's rendering when no prompt is given.
 PLACEHOLDER_PROMPT = "Hello"
@@ -73,16 +84,61 @@ class PromptFormatter:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def prompt_ids(self, prompt: str, max_prompt_length: int) -> list[int]:
+        """The token ids of ``prompt_text(prompt)`` that generation feeds and training scores:
+        an over-long prompt loses its beginning (the question sits at the end)."""
+        ids = self._ids(self.prompt_text(prompt))
+        return ids[max(0, len(ids) - max_prompt_length) :]
+
+    def check_lengths(
+        self, prompts: Sequence[str], max_prompt_length: int, overflow: str, source: str
+    ) -> int:
+        """How many ``prompts`` exceed ``max_prompt_length`` tokens once formatted.
+
+        With ``overflow="reject"`` the first one raises :class:`DataError` naming its record
+        (position in ``source``); with ``"truncate"`` they are counted in one warning, since
+        cutting a prompt can remove what the response answers.
+        """
+        if overflow not in (TRUNCATE, REJECT):
+            raise ValueError(
+                f"model.prompt_overflow={overflow!r}; expected one of {[TRUNCATE, REJECT]}"
+            )
+        too_long = []
+        for index, prompt in enumerate(prompts):
+            length = len(self._ids(self.prompt_text(prompt)))
+            if length <= max_prompt_length:
+                continue
+            if overflow == REJECT:
+                raise DataError(
+                    f"{source} record {index} (prompt {prompt[:40]!r}...): {length} tokens once "
+                    f"formatted, expected at most model.max_prompt_length={max_prompt_length} "
+                    "(model.prompt_overflow=reject); raise model.max_prompt_length or set "
+                    "model.prompt_overflow=truncate to keep the prompt's last tokens"
+                )
+            too_long.append(length)
+        if too_long:
+            log.warning(
+                "%d of %d %s prompts are longer than model.max_prompt_length=%d tokens (the "
+                "longest %d); generation and training keep their last %d tokens "
+                "(model.prompt_overflow=truncate)",
+                len(too_long),
+                len(prompts),
+                source,
+                max_prompt_length,
+                max(too_long),
+                max_prompt_length,
+            )
+        return len(too_long)
+
     def encode(
         self, prompt: str, response: str, max_prompt_length: int, max_length: int
     ) -> dict[str, list[int]]:
         """Token ids of prompt + response and a mask that is 1 exactly on the response tokens.
 
         The two parts are tokenised separately so the boundary is exact. Over-long prompts
-        lose their beginning (the question sits at the end); over-long responses lose their end.
+        are cut by :meth:`prompt_ids`; over-long responses lose their end.
         """
-        prompt_ids = self._ids(self.prompt_text(prompt))
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) - max_prompt_length) :]
+        prompt_ids = self.prompt_ids(prompt, max_prompt_length)
         budget = max_length - len(prompt_ids)
         response_ids = self._ids(self.response_text(response, prompt))[: max(budget, 0)]
         if not response_ids:
