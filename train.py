@@ -22,7 +22,7 @@ from spin.config import ConfigError, register_schema, validate
 from spin.data import DataError
 from spin.job import run_job
 from spin.models import CheckpointError
-from spin.plan import build_plan, format_plan
+from spin.planning import build_plan, format_plan
 from spin.report import format_report
 
 register_schema()

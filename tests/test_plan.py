@@ -14,7 +14,7 @@ from conftest import compose_config
 import spin.models
 from spin.data import load_splits
 from spin.models import build_tiny
-from spin.plan import HARDWARE, build_plan, format_plan, hardware_profile
+from spin.planning import HARDWARE, build_plan, format_plan, hardware_profile
 
 N_ZEPHYR = 7.24e9
 A100 = HARDWARE["a100"]
