@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", help="sweep directory name (default: the start time)")
     parser.add_argument("--no-report", action="store_true", help="run the jobs only")
     parser.add_argument("--wandb", action="store_true", help="also log the report to W&B")
-    args = parser.parse_args(argv)
+    # Options may come after the overrides: python sweep.py beta iter=0 --tag t
+    args = parser.parse_intermixed_args(argv)
     known = presets()
     if args.preset is None:
         for name, about in known.items():
