@@ -160,6 +160,36 @@ class PreferenceConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters for every training stage (``lora.enabled``), through peft; see spin/lora.py.
+
+    Each training run adds fresh adapters to the model it starts from and merges them into
+    its weights at the end, so every model of the chain is an ordinary full model.
+    """
+
+    enabled: bool = False
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    # Module names to adapt (the Llama/Mistral projections by default); ["all-linear"]:
+    # every linear layer but the output head.
+    target_modules: list[str] = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    # null: adapters on the full-precision model; "4bit": QLoRA, on a 4-bit NF4 copy
+    # (bitsandbytes, CUDA only), which the reference pass then uses too.
+    quantize: str | None = None
+
+
+@dataclass
 class BaselineConfig:
     """What a job builds: the SPIN chain (``none``) or one of the paper's comparisons."""
 
@@ -264,6 +294,7 @@ class Config:
     spin: SpinConfig = field(default_factory=SpinConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     opponent: OpponentConfig = field(default_factory=OpponentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -289,6 +320,7 @@ ALLOWED = {
     "baseline.name": ("none", "sft", "sft_more", "dpo", "spin_dpo"),
     "baseline.preferences.source": ("arith", "ultrafeedback", "jsonl"),
     "opponent.name": ("previous", "fictitious", "kl_mixture"),
+    "lora.quantize": (None, "4bit"),
 }
 
 POSITIVE = (
@@ -311,6 +343,8 @@ POSITIVE = (
     "sft.batch_size",
     "baseline.epochs",
     "baseline.beta",
+    "lora.r",
+    "lora.alpha",
 )
 
 # A name from a config that becomes a folder (``name``, a user eval set's name): one plain
@@ -403,6 +437,26 @@ def validate(cfg: DictConfig) -> None:
             f"generation.prompt_format={fmt!r} must be 'chat' or a template containing '{{prompt}}'"
         )
     _validate_comparisons(cfg)
+    _validate_lora(cfg)
+
+
+def _validate_lora(cfg: DictConfig) -> None:
+    """LoRA settings peft would reject late, and QLoRA's hardware, checked before any work
+    (not for a dry run, which plans for hardware it need not be on)."""
+    lora = cfg.lora
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"lora.dropout={lora.dropout} must be in [0, 1)")
+    if not lora.target_modules:
+        raise ConfigError("lora.target_modules is empty; name the modules to adapt, or all-linear")
+    if lora.quantize is not None and not lora.enabled:
+        raise ConfigError(
+            f"lora.quantize={lora.quantize!r} quantizes the base of LoRA adapters: set "
+            "lora.enabled=true too (lora=qlora sets both)"
+        )
+    if lora.enabled and lora.quantize is not None and not cfg.dry_run:
+        from spin.lora import require_quantization
+
+        require_quantization(lora.quantize)
 
 
 def _validate_comparisons(cfg: DictConfig) -> None:

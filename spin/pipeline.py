@@ -30,6 +30,14 @@ from spin.config import IterationSettings, iteration_settings
 from spin.data import PromptFormatter, fingerprint, load_preferences, load_splits
 from spin.generation import make_generator
 from spin.logprobs import reference_logps
+from spin.lora import (
+    load_quantized,
+    lora_spec,
+    merge_adapters,
+    quantized,
+    reference_spec,
+    trainable_model,
+)
 from spin.models import load_model, load_tokenizer, materialize_start_model
 from spin.pairs import ReferenceMix, all_pairs, draw_pairs, mixed_reference, read_pairs, write_pairs
 from spin.sft import encode_sft, train_sft
@@ -96,9 +104,20 @@ class Pipeline:
         return self._loaded[1], self._loaded[2]
 
     def load_private(self, ref: ModelRef) -> tuple[Any, Any]:
-        """A copy to train: training mutates the weights, so the cached one is freed."""
+        """A copy to train: training mutates the weights, so the cached one is freed; with
+        ``lora.enabled``, in fresh adapters (spin/lora.py)."""
         self._loaded = None
+        if self.cfg.lora.enabled:
+            return trainable_model(ref.location, self.cfg)
         return load_model(ref.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code)
+
+    def load_reference(self, ref: ModelRef) -> tuple[Any, Any]:
+        """The frozen model of a reference pass: the model itself, or under QLoRA the 4-bit
+        copy its adapters train on, so the reference is the policy without its adapters."""
+        if not quantized(self.cfg):
+            return self.load(ref)
+        self._loaded = None
+        return load_quantized(ref.location, self.cfg.model, self.cfg.lora.quantize)
 
     def formatter(self, tokenizer: Any) -> PromptFormatter:
         return PromptFormatter(tokenizer, self.cfg.generation.prompt_format)
@@ -158,7 +177,7 @@ class Pipeline:
             "max_prompt_length": self.cfg.model.max_prompt_length,
             "max_length": self.cfg.model.max_length,
             "trainer": trainer,
-        }
+        } | lora_spec(self.cfg)
 
         def build(work: Path) -> None:
             policy, tokenizer = self.load_private(parent)
@@ -169,6 +188,7 @@ class Pipeline:
             resume = last_checkpoint(work / "checkpoints")
             history = train_sft(policy, tokenizer, dataset, args, resume_from=resume)
             tokens = sum(len(ids) for ids in dataset["input_ids"])
+            policy = merge_adapters(policy, parent.location, work / "adapter", self.cfg)
             self._save_trained(work, policy, tokenizer, history, tokens * epochs)
 
         artifact = self._artifact("model", spec, build)
@@ -235,13 +255,13 @@ class Pipeline:
             "max_length": self.cfg.model.max_length,
             "drop_identical": self.cfg.spin.drop_identical,
             "precision": self.cfg.trainer.precision,
-        }
+        } | reference_spec(self.cfg)
         if draw_seed is not None:
             spec["draw_seed"] = draw_seed
 
         def build(work: Path) -> None:
             start = time.perf_counter()
-            policy, tokenizer = self.load(model)
+            policy, tokenizer = self.load_reference(model)
             rows = draw_pairs(gens, draw_seed) if draw_seed is not None else all_pairs(gens)
             examples, n_identical = self._encode_pairs(tokenizer, rows)
             ref_real, ref_gen = reference_logps(
@@ -310,6 +330,7 @@ class Pipeline:
         single = len(refs) == 1 and refs[0][1] == 1.0
         reference = refs[0][0].key if single else [[ref.key, weight] for ref, weight in refs]
         spec = {"parent": model.key, "reference": reference, "loss": loss, "trainer": trainer}
+        spec |= lora_spec(self.cfg)
 
         def build(work: Path) -> None:
             policy, tokenizer = self.load_private(model)
@@ -327,6 +348,7 @@ class Pipeline:
                 resume_from=last_checkpoint(work / "checkpoints"),
             )
             tokens = read_json(refs[0][0].path / "stats.json")["tokens"]
+            policy = merge_adapters(policy, model.location, work / "adapter", self.cfg)
             self._save_trained(work, policy, tokenizer, history, tokens * objective.epochs)
 
         artifact = self._artifact("model", spec, build)
