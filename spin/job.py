@@ -24,6 +24,7 @@ def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
         "lr": cfg.trainer.lr,
         "epochs": cfg.trainer.epochs,
         "opponent": cfg.opponent.name,
+        "lora": cfg.lora.enabled,
         "baseline": cfg.baseline.name,
         "iter": cfg.iter,
         "eval": cfg.eval.name,
