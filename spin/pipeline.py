@@ -440,9 +440,7 @@ class Pipeline:
             )
             trained, model_artifact = self.train(model, refs, objective, f"iter {t}")
             evaluation = self.evaluate(trained)
-            self._log_iteration(t, gens[-1], refs, model_artifact)
-            self._log_eval("eval", t, evaluation, f"SPIN iteration {t}")
-            self._add_row(
+            row = self._add_row(
                 f"SPIN iteration {t}",
                 "spin",
                 t,
@@ -452,6 +450,8 @@ class Pipeline:
                 refs=refs,
                 trained=model_artifact,
             )
+            self._log_iteration(t, gens[-1], refs, model_artifact, row["costs"])
+            self._log_eval("eval", t, evaluation, f"SPIN iteration {t}")
             report["iterations"].append(
                 {
                     "iteration": t,
@@ -528,34 +528,34 @@ class Pipeline:
         gen: Artifact | None = None,
         refs: ReferenceMix = (),
         trained: Artifact | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """One scored model for the report: scores, the cost of the stages that made it, and
-        its training curves."""
+        its training curves; returned too, so the iteration's log reuses its costs."""
         gen_stats = read_json(gen.path / "stats.json") if gen else {}
         ref_seconds = [read_json(r.path / "stats.json")["seconds"] for r, _ in refs]
         history = read_json(trained.path / "history.json") if trained else []
         final = next((e for e in history if "train_runtime" in e), {})
         trained_stats = trained.path / "stats.json" if trained else None
-        self.rows.append(
-            {
-                "label": label,
-                "kind": kind,
-                "iteration": t,
-                "model_key": model.key,
-                "scores": scores(evaluation),
-                "costs": {
-                    "generation_s": gen_stats.get("seconds"),
-                    "reference_s": sum(ref_seconds) if ref_seconds else None,
-                    "train_s": final.get("train_runtime"),
-                    "eval_s": evaluation["summary"].get("seconds") if evaluation else None,
-                    "tokens_generated": gen_stats.get("generated_tokens"),
-                    "tokens_trained": read_json(trained_stats)["tokens_trained"]
-                    if trained_stats and trained_stats.is_file()
-                    else None,
-                },
-                "curves": curves(history),
-            }
-        )
+        row = {
+            "label": label,
+            "kind": kind,
+            "iteration": t,
+            "model_key": model.key,
+            "scores": scores(evaluation),
+            "costs": {
+                "generation_s": gen_stats.get("seconds"),
+                "reference_s": sum(ref_seconds) if ref_seconds else None,
+                "train_s": final.get("train_runtime"),
+                "eval_s": evaluation["summary"].get("seconds") if evaluation else None,
+                "tokens_generated": gen_stats.get("generated_tokens"),
+                "tokens_trained": read_json(trained_stats)["tokens_trained"]
+                if trained_stats and trained_stats.is_file()
+                else None,
+            },
+            "curves": curves(history),
+        }
+        self.rows.append(row)
+        return row
 
     def _log_training(self, prefix: str, t: int | None, trained: Artifact) -> None:
         """A training run's curves: ``train/*`` on the cumulative step axis for SPIN
@@ -574,7 +574,14 @@ class Pipeline:
         if prefix == "train":
             self.global_step += max((e.get("step", 0) for e in history), default=0)
 
-    def _log_iteration(self, t: int, gen: Artifact, refs: ReferenceMix, trained: Artifact) -> None:
+    def _log_iteration(
+        self,
+        t: int,
+        gen: Artifact,
+        refs: ReferenceMix,
+        trained: Artifact,
+        costs: dict[str, Any],
+    ) -> None:
         self._log_training("train", t, trained)
         gen_stats = read_json(gen.path / "stats.json")
         ref_stats = read_json(refs[0][0].path / "stats.json")
@@ -587,11 +594,9 @@ class Pipeline:
                 "generation/n": gen_stats["n"],
                 "reference/n_pairs": ref_stats["n_pairs"],
                 "reference/n_identical": ref_stats["n_identical"],
-                "time/generation_s": gen_stats["seconds"],
-                "time/reference_s": sum(
-                    read_json(r.path / "stats.json")["seconds"] for r, _ in refs
-                ),
-                "time/train_s": final.get("train_runtime"),
+                "time/generation_s": costs["generation_s"],
+                "time/reference_s": costs["reference_s"],
+                "time/train_s": costs["train_s"],
                 "throughput/generation_tokens_per_s": gen_stats["tokens_per_second"],
                 "throughput/reference_tokens_per_s": ref_stats["tokens"] / ref_stats["seconds"],
                 "throughput/train_pairs_per_s": final.get("train_samples_per_second"),
