@@ -12,7 +12,9 @@ answers with 0/1 labels).
 
 The sizes are set by cost: on two CPU cores a 135M model reads only ~100-250 tokens per
 second, and a 2-shot prompt is ~330 tokens, a choice ~105; 32 generations and 48 choice
-pairs keep the default embedded evaluation near two minutes per model.
+pairs keep the default embedded evaluation near two minutes per model. The chat-format
+tasks drop the exemplars (a prompt is ~100 tokens), which pays for 128 items each: enough
+that one problem moves a score by under a point, for experiments that compare models.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ FEWSHOT_DIFFICULTY = [2]
 N_GENERATION = 32
 N_MULTIPLE_CHOICE = 48
 N_FEWSHOT_POOL = 16
+N_CHAT = 128
 
 
 def gsm_doc(record: dict) -> dict:
@@ -54,13 +57,18 @@ def mc2_doc(record: dict, rng: random.Random) -> dict:
 
 def build() -> dict[str, list[dict]]:
     """Every embedded file's rows, by file name."""
-    _, test = generate_arith(0, N_GENERATION + N_MULTIPLE_CHOICE, SEED, DIFFICULTY)
+    _, test = generate_arith(0, 2 * N_CHAT, SEED, DIFFICULTY)
     train, _ = generate_arith(N_FEWSHOT_POOL, 0, SEED, FEWSHOT_DIFFICULTY)
     rng = random.Random(SEED)
+    chat_rng = random.Random(SEED + 1)
+    # Growing the draw keeps its first problems, so the small sets stay what they were.
+    mc2_end = N_GENERATION + N_MULTIPLE_CHOICE
     return {
         "arith_test.jsonl": [gsm_doc(r) for r in test[:N_GENERATION]],
         "arith_train.jsonl": [gsm_doc(r) for r in train],
-        "arith_mc2.jsonl": [mc2_doc(r, rng) for r in test[N_GENERATION:]],
+        "arith_mc2.jsonl": [mc2_doc(r, rng) for r in test[N_GENERATION:mc2_end]],
+        "arith_chat_test.jsonl": [gsm_doc(r) for r in test[:N_CHAT]],
+        "arith_chat_mc2.jsonl": [mc2_doc(r, chat_rng) for r in test[N_CHAT:]],
     }
 
 
