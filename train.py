@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from spin import distributed
 from spin.artifacts import ArtifactError, DiskFullError
 from spin.callbacks import NonFiniteLossError
 from spin.config import ConfigError, register_schema, validate
@@ -49,6 +50,8 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", err)
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
+    if not distributed.is_main():
+        return  # the main process reports for the whole launch
     print(f"\nOutputs: {job_dir}")
     print(f"Artifacts: {Path(cfg.paths.root) / 'artifacts'}")
     if report["wandb"]:

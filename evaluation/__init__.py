@@ -2,7 +2,8 @@
 
 :mod:`evaluation.plan` resolves the ``eval`` config section into task plans (and the
 artifact spec), :mod:`evaluation.runner` checks them and runs them on a loaded model,
-:mod:`evaluation.summary` reads one score per task and their average, and
+:mod:`evaluation.summary` reads one score per task (with its standard error and
+per-document values) and their average, and
 ``evaluation/tasks`` holds the embedded lm-eval task files (usable with ``lm_eval
 --include_path evaluation/tasks`` too), built by :mod:`evaluation.data`.
 """
@@ -10,13 +11,15 @@ artifact spec), :mod:`evaluation.runner` checks them and runs them on a loaded m
 from evaluation.availability import DatasetUnavailable
 from evaluation.plan import TaskPlan, eval_spec, plan_tasks
 from evaluation.runner import prepare, run_tasks
-from evaluation.summary import flat_scores
+from evaluation.summary import flat_items, flat_scores, flat_stderr
 
 __all__ = [
     "DatasetUnavailable",
     "TaskPlan",
     "eval_spec",
+    "flat_items",
     "flat_scores",
+    "flat_stderr",
     "plan_tasks",
     "prepare",
     "run_tasks",

@@ -16,6 +16,10 @@ from typing import Any
 
 from spin.config import ConfigError
 
+# What an evaluation artifact holds; raised when its contents change, so models scored
+# before are scored again. 2: per-document values and stderr of each task's metric.
+RESULTS_FORMAT = 2
+
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 # The embedded task files name their data relative to the directory above evaluation/.
 PROJECT_ROOT = TASKS_DIR.parents[1]
@@ -157,6 +161,7 @@ def eval_spec(cfg: Any, plans: list[TaskPlan]) -> dict[str, Any]:
     from lm_eval import __version__ as lm_eval_version
 
     return {
+        "results_format": RESULTS_FORMAT,
         "lm_eval": lm_eval_version,
         "tasks": {
             p.name: {

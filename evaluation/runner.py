@@ -6,6 +6,10 @@ one call per distinct count; given a directory, each call's output is stored the
 finishes and reused by a later run, so a killed evaluation resumes at the first unfinished
 count. Everything that can fail without the model (unknown task, unreachable data set,
 malformed user file) is checked by :func:`prepare`, before the model is loaded.
+
+Each call's stored output keeps, in place of lm-eval's per-sample records, only every
+document's metric values (``items``, see :func:`evaluation.summary.document_values`): what a
+paired comparison of two models on the same documents needs, at a fraction of the size.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from lm_eval.tasks import TaskManager
 
 from evaluation.availability import check_reachable
 from evaluation.plan import TaskPlan, by_fewshot
-from evaluation.summary import summarize
+from evaluation.summary import document_values, summarize
 from evaluation.tasks_index import lm_eval_task, task_manager
 from evaluation.userdata import write_converted
 
 log = logging.getLogger(__name__)
 
-# lm-eval's per-sample records are large and not needed for the scores.
+# lm-eval's per-sample records (prompts, responses) are large: only their metric values are kept.
 DROPPED_KEYS = ("samples", "pretty_env_info")
 
 
@@ -93,7 +97,8 @@ def run_tasks(
         else:
             output = _evaluate(lm, [prepared.specs[p.name] for p in plans], shots, prepared, cfg)
             output = _store(output, stored)
-        outputs[name] = output
+        # The summary holds each plan's items; the other metrics' items are not kept twice.
+        outputs[name] = {k: v for k, v in output.items() if k != "items"}
         by_plan |= {p.name: output for p in plans}
     summary = summarize(prepared.plans, by_plan)
     summary |= {
@@ -136,7 +141,7 @@ def _evaluate(
         num_fewshot=shots,
         limit=cfg.limit,
         task_manager=prepared.manager,
-        log_samples=False,
+        log_samples=True,
         apply_chat_template=cfg.apply_chat_template,
         fewshot_as_multiturn=cfg.apply_chat_template,
         gen_kwargs={"max_gen_toks": cfg.max_new_tokens} if cfg.max_new_tokens else None,
@@ -145,4 +150,5 @@ def _evaluate(
         torch_random_seed=cfg.seed,
         fewshot_random_seed=cfg.seed,
     )
-    return {k: v for k, v in output.items() if k not in DROPPED_KEYS}
+    kept = {k: v for k, v in output.items() if k not in DROPPED_KEYS}
+    return kept | {"items": document_values(output["samples"])}

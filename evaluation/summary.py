@@ -3,10 +3,16 @@
 A group's score is the plain mean of its leaf tasks' metric: the Open LLM Leaderboard v1
 reports MMLU as the mean over its 57 subjects, whereas lm-eval's own ``mmlu`` row weights
 subjects by their size. The average is the plain mean of the task scores.
+
+Beside each score the summary keeps lm-eval's standard error of it (``stderr``) and every
+document's value of the metric (``items``, in ``doc_id`` order; for a group, a mapping of
+each leaf task to its list), so two models scored on the same documents can be compared
+pair by pair (spin/reporting/significance.py).
 """
 
 from __future__ import annotations
 
+import math
 from statistics import fmean
 from typing import Any
 
@@ -36,20 +42,76 @@ def _metric_key(plan: TaskPlan, task_results: dict[str, Any]) -> str:
     return key
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is one number (lm-eval writes "N/A" for a missing
+    stderr, and some metrics keep tuples per document for a corpus-level aggregate)."""
+    if isinstance(value, str):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def document_values(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list]]:
+    """Per task and ``<metric>,<filter>`` results key, each document's value by ``doc_id``.
+
+    ``samples`` is ``simple_evaluate``'s per-sample output (``log_samples=True``). A metric
+    whose per-document values are not numbers is left out.
+    """
+    values: dict[str, dict[str, list]] = {}
+    for task, records in samples.items():
+        by_key: dict[str, list[tuple[int, float | None]]] = {}
+        for record in records:
+            for metric in record["metrics"]:
+                key = f"{metric},{record['filter']}"
+                by_key.setdefault(key, []).append((record["doc_id"], _number(record[metric])))
+        values[task] = {
+            key: [value for _, value in sorted(pairs, key=lambda pair: pair[0])]
+            for key, pairs in by_key.items()
+            if all(value is not None for _, value in pairs)
+        }
+    return values
+
+
+def _stderr(key: str, tasks: list[str], results: dict[str, Any]) -> float | None:
+    """Standard error of the plain mean over ``tasks`` of their metric ``key``: the leaves'
+    errors combined as independent (None where lm-eval gave none, e.g. for one document)."""
+    metric, _, filter_name = key.partition(",")
+    errors = [_number(results[task].get(f"{metric}_stderr,{filter_name}")) for task in tasks]
+    if any(error is None for error in errors):
+        return None
+    return math.sqrt(sum(error**2 for error in errors)) / len(tasks)
+
+
+def _items(key: str, tasks: list[str], group: bool, output: dict[str, Any]) -> Any:
+    """Each document's value of ``key``: a list for a task, a list per leaf for a group;
+    None where lm-eval kept no numeric value per document."""
+    stored = output.get("items", {})
+    found = {task: stored.get(task, {}).get(key) for task in tasks}
+    if any(values is None for values in found.values()):
+        return None
+    return found if group else found[tasks[0]]
+
+
 def task_score(plan: TaskPlan, output: dict[str, Any]) -> dict[str, Any]:
     """A plan's score from the output of the ``simple_evaluate`` call that ran it."""
-    tasks = leaves(plan.name, output.get("group_subtasks", {}))
+    groups = output.get("group_subtasks", {})
+    tasks = leaves(plan.name, groups)
     key = _metric_key(plan, output["results"][tasks[0]])
     values = [output["results"][task][key] for task in tasks]
     shots = sorted({output["n-shot"][task] for task in tasks})
-    return {
+    score = {
         "metric": key.split(",")[0],
         "key": key,
         "value": fmean(values),
+        "stderr": _stderr(key, tasks, output["results"]),
         "num_fewshot": shots[0] if len(shots) == 1 else shots,
         "n": sum(output["n-samples"][task]["effective"] for task in tasks),
         "subtasks": len(tasks),
     }
+    items = _items(key, tasks, bool(groups.get(plan.name)), output)
+    return score if items is None else score | {"items": items}
 
 
 def summarize(plans: list[TaskPlan], outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -62,3 +124,13 @@ def flat_scores(summary: dict[str, Any]) -> dict[str, float]:
     """``<task>/<metric>`` -> value, plus ``average``: what is logged and tabulated."""
     scores = {f"{name}/{t['metric']}": t["value"] for name, t in summary["tasks"].items()}
     return {**scores, "average": summary["average"]}
+
+
+def flat_items(summary: dict[str, Any]) -> dict[str, list | dict[str, list]]:
+    """``<task>/<metric>`` -> per-document values, for the tasks that have them."""
+    return {f"{n}/{t['metric']}": t["items"] for n, t in summary["tasks"].items() if "items" in t}
+
+
+def flat_stderr(summary: dict[str, Any]) -> dict[str, float | None]:
+    """``<task>/<metric>`` -> lm-eval's standard error of the score (None where unknown)."""
+    return {f"{n}/{t['metric']}": t.get("stderr") for n, t in summary["tasks"].items()}

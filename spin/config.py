@@ -80,6 +80,8 @@ class LossConfig:
 class GenerationConfig:
     """Self-play generation; ``prompt_format`` is shared by generation and training."""
 
+    # hf: transformers' generate; vllm: a vLLM engine (pip install -e '.[vllm]'), fed the
+    # same prompt ids and settings, writing the same shards (spin/generation.py).
     backend: str = "hf"
     do_sample: bool = False
     temperature: float = 1.0
@@ -111,8 +113,13 @@ class TrainerConfig:
     ref_batch_size: int = 16
     logging_steps: int = 1
     seed: int = 42
-    # Processes (GPUs) the global batch spreads over; used by dry-run estimates.
+    # Processes (GPUs) the global batch spreads over; batch_size counts pairs per process,
+    # so a step trains on batch_size x grad_accumulation x world_size pairs. Dry-run
+    # estimates use it; a distributed run checks it against the launched process count.
     world_size: int = 1
+    # none: one process; ddp, fsdp, zero3 (DeepSpeed ZeRO-3): several, launched with
+    # `accelerate launch --config_file conf/accelerate/<value>.yaml` (spin/distributed.py).
+    distributed: str = "none"
     # A checkpoint every this many optimizer steps, for a killed run to resume from (the
     # last two are kept, and deleted once the model is saved); 0: every tenth of the steps.
     save_steps: int = 0
@@ -312,9 +319,10 @@ ALLOWED = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.prompt_overflow": ("truncate", "reject"),
     "data.source": ("arith", "jsonl", "hf", "ultrachat"),
-    "generation.backend": ("hf",),
+    "generation.backend": ("hf", "vllm"),
     "trainer.optimizer": ("rmsprop", "adamw"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
+    "trainer.distributed": ("none", "ddp", "fsdp", "zero3"),
     "logger.name": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
     "baseline.name": ("none", "sft", "sft_more", "dpo", "spin_dpo"),
@@ -438,6 +446,11 @@ def validate(cfg: DictConfig) -> None:
         )
     _validate_comparisons(cfg)
     _validate_lora(cfg)
+    if not cfg.dry_run:
+        # A backend's package is checked before any work, not when generation starts.
+        from spin.generation import require_backend
+
+        require_backend(cfg.generation.backend)
 
 
 def _validate_lora(cfg: DictConfig) -> None:
@@ -511,11 +524,19 @@ def iteration_settings(cfg: DictConfig, t: int) -> IterationSettings:
 def register_schema() -> None:
     """Make the schema available to Hydra's defaults list as ``spin_schema``, and the
     resolvers conf/config.yaml builds job folders with: ``spin_name`` checks ``name`` before
-    Hydra creates a folder from it, ``spin_folder`` flattens a sweep job's overrides."""
+    Hydra creates a folder from it, ``spin_folder`` flattens a sweep job's overrides,
+    ``spin_now`` is the start time, one for all processes of a distributed launch."""
     from hydra.core.config_store import ConfigStore
 
+    from spin.distributed import launch_time
+
     ConfigStore.instance().store(name="spin_schema", node=Config)
-    resolvers = {"spin_name": lambda value: check_name(value, "name"), "spin_folder": folder_name}
+    resolvers = {
+        "spin_name": lambda value: check_name(value, "name"),
+        "spin_folder": folder_name,
+        "spin_now": launch_time,
+    }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+            # Cached like Hydra's own ``now``: one value per config, however often resolved.
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "spin_now")

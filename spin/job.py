@@ -7,10 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from spin import distributed
 from spin.artifacts import write_json
 from spin.config import validate
 from spin.pipeline import Pipeline
-from spin.tracking import Tracker
+from spin.tracking import SilentTracker, Tracker
 
 
 def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
@@ -32,9 +33,19 @@ def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
     }
 
 
-def start_job(cfg: DictConfig, job_dir: Path, job_name: str, job_type: str) -> Tracker:
-    """Validate the config before any work, save it beside the job's outputs, open tracking."""
+def start_job(
+    cfg: DictConfig, job_dir: Path, job_name: str, job_type: str, trains: bool = False
+) -> Tracker:
+    """Validate the config before any work (for a job that ``trains``, also that it was
+    launched as ``trainer.distributed`` and ``trainer.world_size`` say), save it beside the
+    job's outputs, open tracking. Under a distributed launch the main process does the job's
+    writing and logging; the others get a tracker that records nothing."""
     validate(cfg)
+    if trains:
+        distributed.check_launch(cfg)
+    distributed.init()
+    if not distributed.is_main():
+        return SilentTracker()
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     return Tracker(
@@ -50,7 +61,7 @@ def start_job(cfg: DictConfig, job_dir: Path, job_name: str, job_type: str) -> T
 def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
     """Validate, track and run one job; write ``report.json`` into ``job_dir``."""
     job_type = f"iter{cfg.iter}" if cfg.baseline.name == "none" else cfg.baseline.name
-    tracker = start_job(cfg, job_dir, job_name, job_type)
+    tracker = start_job(cfg, job_dir, job_name, job_type, trains=True)
     try:
         pipeline = Pipeline(cfg, tracker)
         report = pipeline.run()
@@ -63,7 +74,8 @@ def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
         }
         final = report["rows"][-1]["scores"]
         tracker.summary({f"final/{k}": v for k, v in final.items()})
-        write_json(job_dir / "report.json", report)
+        if distributed.is_main():
+            write_json(job_dir / "report.json", report)
     finally:
         tracker.finish()
     return report

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -201,9 +202,10 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, Tensor]) -> Tensor:
     keep[batch["score_index"]] = True
     # Row-major rank of each kept position among the kept ones: its row in the logits.
     rank = keep.long().cumsum(0) - 1
-    mask = pair_attention_mask(
-        segments, model.config._attn_implementation, next(model.parameters()).dtype
-    )
+    # Under DDP (and DeepSpeed) ``model`` is a wrapper without the model's config; the
+    # call below still goes through the wrapper, which synchronises the gradients.
+    attention = extract_model_from_parallel(model).config._attn_implementation
+    mask = pair_attention_mask(segments, attention, next(model.parameters()).dtype)
     logits = model(
         input_ids=input_ids,
         attention_mask=mask,
@@ -242,9 +244,7 @@ def reference_logps(
     if precision not in ("fp32", *AUTOCAST):
         raise ValueError(f"trainer.precision={precision!r}; expected one of {['fp32', *AUTOCAST]}")
     check_pair_keys(examples)
-    order = sorted(range(len(examples)), key=lambda i: -packed_length(examples[i]))
-    per_batch = max(1, batch_size // 2)
-    batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
+    batches = reference_batches(examples, batch_size)
     per_chunk = max(1, math.ceil(len(batches) / REFERENCE_CHUNKS))
     chunks = [batches[start : start + per_chunk] for start in range(0, len(batches), per_chunk)]
     if chunk_dir is not None:
@@ -271,6 +271,16 @@ def reference_logps(
     if reused:
         log.info("%s: reused %d of %d reference chunks", desc, reused, len(chunks))
     return real, generated
+
+
+def reference_batches(examples: list[dict], batch_size: int) -> list[list[int]]:
+    """The batches :func:`reference_logps` scores, as pair positions: ``batch_size // 2``
+    pairs each, longest packed row first. A run of whole batches, taken in this order,
+    is batched the same way on its own, so a pass split over processes by batches gives
+    the values of one pass."""
+    order = sorted(range(len(examples)), key=lambda i: -packed_length(examples[i]))
+    per_batch = max(1, batch_size // 2)
+    return [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
 
 
 def _score_batches(

@@ -10,6 +10,10 @@ The paper's comparisons go through the same stages (``baseline``): the start mod
 further SFT on the real responses, DPO on preference pairs (chosen in place of real,
 rejected of generated), and DPO after SPIN. An optional SFT stage (``sft.enabled``) makes
 the start model from a base model on the data's own train split.
+
+Launched on several processes (``trainer.distributed``), every process runs the job:
+generation and the reference pass split their work across them, training is the Trainer's
+DDP, FSDP or ZeRO-3, and the main process alone writes artifacts (spin/distributed.py).
 """
 
 from __future__ import annotations
@@ -24,12 +28,21 @@ from typing import Any
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation import eval_spec, flat_scores, plan_tasks, prepare, run_tasks
+from evaluation import (
+    eval_spec,
+    flat_items,
+    flat_scores,
+    flat_stderr,
+    plan_tasks,
+    prepare,
+    run_tasks,
+)
+from spin import distributed
 from spin.artifacts import Artifact, ArtifactStore, read_json, spec_key, write_json
 from spin.config import IterationSettings, iteration_settings
 from spin.data import PromptFormatter, fingerprint, load_preferences, load_splits
 from spin.generation import make_generator
-from spin.logprobs import reference_logps
+from spin.logprobs import reference_batches, reference_logps
 from spin.lora import (
     load_quantized,
     lora_spec,
@@ -176,22 +189,27 @@ class Pipeline:
             "prompt_format": self.cfg.generation.prompt_format,
             "max_prompt_length": self.cfg.model.max_prompt_length,
             "max_length": self.cfg.model.max_length,
-            "trainer": trainer,
+            "trainer": self._trainer_key(trainer),
         } | lora_spec(self.cfg)
 
         def build(work: Path) -> None:
+            args = self._training_arguments(work, trainer)
             policy, tokenizer = self.load_private(parent)
             lengths = (self.cfg.model.max_prompt_length, self.cfg.model.max_length)
             dataset = encode_sft(self.formatter(tokenizer), records, *lengths)
-            args = self._training_arguments(work, trainer)
             log.info("%s: supervised fine-tuning on %d records", stage, len(records))
-            resume = last_checkpoint(work / "checkpoints")
-            history = train_sft(policy, tokenizer, dataset, args, resume_from=resume)
+            history = train_sft(
+                policy,
+                tokenizer,
+                dataset,
+                args,
+                resume_from=self._resume_point(work),
+                save_to=self._trainer_saves(work),
+            )
             tokens = sum(len(ids) for ids in dataset["input_ids"])
-            policy = merge_adapters(policy, parent.location, work / "adapter", self.cfg)
-            self._save_trained(work, policy, tokenizer, history, tokens * epochs)
+            self._finish_training(work, policy, tokenizer, parent, history, tokens * epochs)
 
-        artifact = self._artifact("model", spec, build)
+        artifact = self._artifact("model", spec, build, together=True)
         return ModelRef(artifact.key, str(artifact.path / "model")), artifact
 
     def generations(self, model: ModelRef, t: int) -> Artifact:
@@ -209,23 +227,78 @@ class Pipeline:
             policy, tokenizer = self.load(model)
             fmt = self.formatter(tokenizer)
             records = self.splits.train
-            generator = make_generator(policy, tokenizer, self.cfg.generation)
-            completions = generator.generate(
+            completions, stats = self._generate(
+                policy,
+                tokenizer,
                 [fmt.prompt_text(r["prompt"]) for r in records],
-                shard_dir=work / "shards",
-                desc=f"iter {t}: generate",
-                prompt_ids=[fmt.prompt_ids(r["prompt"], max_prompt_length) for r in records],
+                [fmt.prompt_ids(r["prompt"], max_prompt_length) for r in records],
+                work / "shards",
+                f"iter {t}: generate",
             )
+            if completions is None:
+                return  # another process's part, gathered by the main process
             rows = [
                 {"prompt": r["prompt"], "real": r["response"], "generated": c}
                 for r, c in zip(records, completions, strict=True)
             ]
-            write_pairs(work, rows, dict(generator.last_stats))
-            if generator.last_stats["reused_shards"]:
-                log.info("iter %d: reused %d shards", t, generator.last_stats["reused_shards"])
+            write_pairs(work, rows, stats)
+            if stats["reused_shards"]:
+                log.info("iter %d: reused %d shards", t, stats["reused_shards"])
             shutil.rmtree(work / "shards")
 
-        return self._artifact("generations", spec, build)
+        return self._artifact("generations", spec, build, together=True)
+
+    def _generate(
+        self,
+        policy: Any,
+        tokenizer: Any,
+        texts: list[str],
+        prompt_ids: list[list[int]],
+        shard_dir: Path,
+        desc: str,
+    ) -> tuple[list[str] | None, dict[str, Any]]:
+        """Completions of ``texts`` in input order and the generation statistics. Under
+        several processes each generates a block of whole shards (into its own shard
+        directory, so a rerun on as many processes resumes it) and the main process gathers
+        the blocks; the others get None."""
+        cfg = self.cfg.generation
+        if distributed.world_size() == 1:
+            generator = make_generator(policy, tokenizer, cfg)
+            completions = generator.generate(
+                texts, shard_dir=shard_dir, desc=desc, prompt_ids=prompt_ids
+            )
+            return completions, dict(generator.last_stats)
+        start = time.perf_counter()
+        part = distributed.my_block(len(texts), cfg.shard_size)
+        mine: list[str] = []
+        tokens = reused = 0
+        if part:
+            # Backends seed each shard from generation.seed and its place in the call: the
+            # offset by the block's first shard keeps every shard of the job on its own
+            # random stream (for the HF backend, the one it has on one process).
+            first_shard = part.start // cfg.shard_size
+            block_cfg = OmegaConf.merge(cfg, {"seed": cfg.seed + first_shard})
+            generator = make_generator(policy, tokenizer, block_cfg)
+            mine = generator.generate(
+                texts[part.start : part.stop],
+                shard_dir=shard_dir / f"from-{part.start}",
+                desc=f"{desc} [{distributed.rank()}]",
+                prompt_ids=prompt_ids[part.start : part.stop],
+            )
+            tokens = generator.last_stats["generated_tokens"]
+            reused = generator.last_stats["reused_shards"]
+        parts = distributed.gather((mine, tokens, reused))
+        if parts is None:
+            return None, {}
+        seconds = time.perf_counter() - start
+        tokens = sum(p[1] for p in parts)
+        stats = {
+            "generated_tokens": tokens,
+            "seconds": seconds,
+            "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+            "reused_shards": sum(p[2] for p in parts),
+        }
+        return [c for p in parts for c in p[0]], stats
 
     def preferences(self) -> Artifact:
         """The DPO baselines' pairs in the generations' layout: chosen as real, rejected as
@@ -264,15 +337,10 @@ class Pipeline:
             policy, tokenizer = self.load_reference(model)
             rows = draw_pairs(gens, draw_seed) if draw_seed is not None else all_pairs(gens)
             examples, n_identical = self._encode_pairs(tokenizer, rows)
-            ref_real, ref_gen = reference_logps(
-                policy,
-                examples,
-                self.cfg.trainer.ref_batch_size,
-                tokenizer.pad_token_id,
-                desc=f"{stage}: reference",
-                precision=self.cfg.trainer.precision,
-                chunk_dir=work / "chunks",
-            )
+            scored = self._reference_logps(policy, tokenizer, examples, stage, work / "chunks")
+            if scored is None:
+                return  # another process's part, gathered by the main process
+            ref_real, ref_gen = scored
             for ex, r, g in zip(examples, ref_real, ref_gen, strict=True):
                 ex["ref_real_logps"], ex["ref_generated_logps"] = r, g
             Dataset.from_list(examples).save_to_disk(work / "pairs")
@@ -288,7 +356,40 @@ class Pipeline:
             )
             shutil.rmtree(work / "chunks")
 
-        return self._artifact("reference", spec, build)
+        return self._artifact("reference", spec, build, together=True)
+
+    def _reference_logps(
+        self, policy: Any, tokenizer: Any, examples: list[dict], stage: str, chunk_dir: Path
+    ) -> tuple[list[float], list[float]] | None:
+        """Reference log-probabilities of ``examples`` (real, generated) in input order.
+        Under several processes each scores a run of whole batches of the one-process
+        pass, so the values are the same, and the main process gathers them; the others
+        get None."""
+        batch_size = self.cfg.trainer.ref_batch_size
+        score = {
+            "batch_size": batch_size,
+            "pad_token_id": tokenizer.pad_token_id,
+            "precision": self.cfg.trainer.precision,
+        }
+        desc = f"{stage}: reference"
+        if distributed.world_size() == 1:
+            return reference_logps(policy, examples, desc=desc, chunk_dir=chunk_dir, **score)
+        batches = reference_batches(examples, batch_size)
+        part = distributed.my_block(len(batches), 1)
+        positions = [i for batch in batches[part.start : part.stop] for i in batch]
+        real, generated = reference_logps(
+            policy,
+            [examples[i] for i in positions],
+            desc=f"{desc} [{distributed.rank()}]",
+            chunk_dir=chunk_dir / f"from-batch-{part.start}",
+            **score,
+        )
+        parts = distributed.gather((positions, real, generated))
+        if parts is None:
+            return None
+        by_position = {i: (r, g) for p in parts for i, r, g in zip(*p, strict=True)}
+        ordered = [by_position[i] for i in range(len(examples))]
+        return [r for r, _ in ordered], [g for _, g in ordered]
 
     def _encode_pairs(self, tokenizer: Any, rows: list[dict]) -> tuple[list[dict], int]:
         fmt = self.formatter(tokenizer)
@@ -329,12 +430,17 @@ class Pipeline:
         trainer = self._trainer_settings(objective.lr, objective.epochs)
         single = len(refs) == 1 and refs[0][1] == 1.0
         reference = refs[0][0].key if single else [[ref.key, weight] for ref, weight in refs]
-        spec = {"parent": model.key, "reference": reference, "loss": loss, "trainer": trainer}
+        spec = {
+            "parent": model.key,
+            "reference": reference,
+            "loss": loss,
+            "trainer": self._trainer_key(trainer),
+        }
         spec |= lora_spec(self.cfg)
 
         def build(work: Path) -> None:
-            policy, tokenizer = self.load_private(model)
             args = self._training_arguments(work, trainer)
+            policy, tokenizer = self.load_private(model)
             log.info("%s: training with the %s loss", stage, objective.loss)
             history = train_pairs(
                 policy,
@@ -345,21 +451,65 @@ class Pipeline:
                 beta=objective.beta,
                 label_smoothing=objective.label_smoothing,
                 nll_weight=objective.nll_weight,
-                resume_from=last_checkpoint(work / "checkpoints"),
+                resume_from=self._resume_point(work),
+                save_to=self._trainer_saves(work),
             )
-            tokens = read_json(refs[0][0].path / "stats.json")["tokens"]
-            policy = merge_adapters(policy, model.location, work / "adapter", self.cfg)
-            self._save_trained(work, policy, tokenizer, history, tokens * objective.epochs)
+            tokens = read_json(refs[0][0].path / "stats.json")["tokens"] * objective.epochs
+            self._finish_training(work, policy, tokenizer, model, history, tokens)
 
-        artifact = self._artifact("model", spec, build)
+        artifact = self._artifact("model", spec, build, together=True)
         return ModelRef(artifact.key, str(artifact.path / "model")), artifact
 
     def _trainer_settings(self, lr: float, epochs: float, **overrides: Any) -> dict[str, Any]:
-        """The trainer settings a trained model's key holds: not the ones that leave its
-        weights as they are (reference batch size, device count, checkpoint interval)."""
-        drop = ("ref_batch_size", "world_size", "save_steps")
+        """The settings of a training run: not the ones that leave its weights as they are
+        (reference batch size, process count and engine, checkpoint interval)."""
+        drop = ("ref_batch_size", "world_size", "save_steps", "distributed")
         trainer = section(self.cfg, "trainer", drop=drop)["trainer"]
         return trainer | {"lr": lr, "epochs": epochs} | overrides
+
+    @staticmethod
+    def _trainer_key(trainer: dict[str, Any]) -> dict[str, Any]:
+        """The settings a trained model's key holds: ``batch_size`` as the global batch
+        (examples of one optimizer step over every process and accumulated micro-batch), so
+        N processes of batch b, or one accumulating N micro-batches of b, share the model of
+        one process of batch N x b: each step trains on the same examples
+        (spin/trainer.py), only the rounding differs."""
+        step = trainer["batch_size"] * trainer["grad_accumulation"] * distributed.world_size()
+        return trainer | {"batch_size": step, "grad_accumulation": 1}
+
+    @staticmethod
+    def _resume_point(work: Path) -> Path | None:
+        """The checkpoint a training build resumes from, chosen (and incomplete ones
+        deleted) by the main process alone."""
+        found = last_checkpoint(work / "checkpoints") if distributed.is_main() else None
+        return distributed.broadcast(found)
+
+    def _trainer_saves(self, work: Path) -> Path | None:
+        """Where the Trainer itself saves the model: only when FSDP or ZeRO-3 split the
+        weights over the processes, which it gathers; otherwise the pipeline saves it."""
+        return work / "model" if distributed.shards_weights(self.cfg) else None
+
+    def _finish_training(
+        self,
+        work: Path,
+        policy: Any,
+        tokenizer: Any,
+        parent: ModelRef,
+        history: list[dict],
+        tokens: float,
+    ) -> None:
+        """After every process has trained: the main process merges LoRA adapters and
+        saves the model, its history and statistics."""
+        distributed.barrier()
+        if not distributed.is_main():
+            return
+        if not distributed.shards_weights(self.cfg):
+            policy = merge_adapters(policy, parent.location, work / "adapter", self.cfg)
+            policy.save_pretrained(work / "model")
+            tokenizer.save_pretrained(work / "model")
+        write_json(work / "history.json", history)
+        write_json(work / "stats.json", {"tokens_trained": int(tokens)})
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
 
     def _training_arguments(self, work: Path, trainer: dict[str, Any]) -> Any:
         """Arguments of a training build: its checkpoints go into ``work/checkpoints``, where
@@ -367,16 +517,6 @@ class Pipeline:
         return training_arguments(
             str(work / "checkpoints"), **trainer, save_steps=self.cfg.trainer.save_steps
         )
-
-    @staticmethod
-    def _save_trained(
-        work: Path, policy: Any, tokenizer: Any, history: list[dict], tokens: float
-    ) -> None:
-        policy.save_pretrained(work / "model")
-        tokenizer.save_pretrained(work / "model")
-        write_json(work / "history.json", history)
-        write_json(work / "stats.json", {"tokens_trained": int(tokens)})
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
 
     def evaluate(self, model: ModelRef) -> dict[str, Any]:
         """Score a model on the eval tasks: once per model and scoring settings, shared by
@@ -396,8 +536,13 @@ class Pipeline:
 
         return read_json(self._artifact("eval", spec, build).path / "results.json")
 
-    def _artifact(self, kind: str, spec: dict[str, Any], build: Any) -> Artifact:
-        artifact = self.store.get_or_build(kind, spec, build, self.config_yaml)
+    def _artifact(
+        self, kind: str, spec: dict[str, Any], build: Any, together: bool = False
+    ) -> Artifact:
+        """The artifact of ``spec``, built if missing: by the main process alone, or with
+        ``together`` by every process of a distributed launch (spin/distributed.py)."""
+        get = distributed.build_together if together else distributed.build_on_main
+        artifact = get(self.store, kind, spec, build, self.config_yaml)
         self.tracker.event(event="artifact", kind=kind, key=artifact.key, built=artifact.built)
         return artifact
 
@@ -529,8 +674,10 @@ class Pipeline:
         refs: ReferenceMix = (),
         trained: Artifact | None = None,
     ) -> dict[str, Any]:
-        """One scored model for the report: scores, the cost of the stages that made it, and
-        its training curves; returned too, so the iteration's log reuses its costs."""
+        """One scored model for the report: scores (with their standard errors and
+        per-document values, for paired comparisons), the cost of the stages that made it,
+        and its training curves; returned too, so the iteration's log reuses its costs."""
+        summary = evaluation["summary"] if evaluation else None
         gen_stats = read_json(gen.path / "stats.json") if gen else {}
         ref_seconds = [read_json(r.path / "stats.json")["seconds"] for r, _ in refs]
         history = read_json(trained.path / "history.json") if trained else []
@@ -542,6 +689,8 @@ class Pipeline:
             "iteration": t,
             "model_key": model.key,
             "scores": scores(evaluation),
+            "stderr": flat_stderr(summary) if summary else {},
+            "items": flat_items(summary) if summary else {},
             "costs": {
                 "generation_s": gen_stats.get("seconds"),
                 "reference_s": sum(ref_seconds) if ref_seconds else None,

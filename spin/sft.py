@@ -51,12 +51,14 @@ def train_sft(
     dataset: Dataset,
     args: TrainingArguments,
     resume_from: Path | None = None,
+    save_to: Path | None = None,
 ) -> list[dict]:
     """Fine-tune ``model`` in place on an :func:`encode_sft` data set; returns the log history.
 
     ``args`` comes from :func:`spin.trainer.training_arguments`, whose length-grouped batches
     read a ``length`` column, added here. ``resume_from`` is a checkpoint of an interrupted
-    run of the same fine-tuning (:func:`spin.trainer.last_checkpoint`) to continue from.
+    run of the same fine-tuning (:func:`spin.trainer.last_checkpoint`) to continue from;
+    ``save_to`` where the Trainer saves the model (:func:`spin.trainer.run_training`).
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
@@ -72,6 +74,6 @@ def train_sft(
     # Generation pads on the left; training pads on the right, so positions start at 0.
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
     try:
-        return run_training(trainer, resume_from)
+        return run_training(trainer, resume_from, save_to)
     finally:
         tokenizer.padding_side = side

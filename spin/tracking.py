@@ -111,6 +111,19 @@ class Tracker:
             f.write(json.dumps(record, default=float) + "\n")
 
 
+class SilentTracker(Tracker):
+    """The tracker of every process but the main one in a distributed launch: the main
+    process logs for the whole job (one W&B run, one metrics.jsonl), the others nothing."""
+
+    def __init__(self) -> None:
+        self.run_dir = None
+        self.metrics_path = None
+        self.wandb_run = None
+
+    def _mirror(self, record: dict[str, Any]) -> None:
+        """Nothing: the main process's tracker records the job."""
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All records of a job's mirror, in the order they were logged."""
     path = run_dir / METRICS_FILE

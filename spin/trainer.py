@@ -119,7 +119,11 @@ class ResumableOrder(FiniteLossTrainer):
         ):
             return super()._get_train_sampler(train_dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        # Grouped by the global batch: N processes then draw the order one process draws,
+        # and the launcher deals its consecutive per-process batches out to them, so a step
+        # trains on the same pairs whatever the process count (spin/distributed.py).
+        args = self.args
+        batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         return EpochSeededLengthSampler(batch, dataset[column], seed)
 
 
@@ -316,12 +320,14 @@ def train_pairs(
     nll_weight: float,
     callbacks: tuple[TrainerCallback, ...] | list[TrainerCallback] = (),
     resume_from: Path | None = None,
+    save_to: Path | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on pairs carrying reference log-probs; returns the log history.
 
     ``examples`` may be a list of dicts or a ``datasets.Dataset`` (as stored by the pipeline);
     only the pair and reference fields are used. ``resume_from`` is a checkpoint of an
-    interrupted run of the same training (:func:`last_checkpoint`) to continue from.
+    interrupted run of the same training (:func:`last_checkpoint`) to continue from;
+    ``save_to`` where the Trainer saves the model (:func:`run_training`).
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
@@ -348,19 +354,32 @@ def train_pairs(
         label_smoothing=label_smoothing,
         nll_weight=nll_weight,
     )
-    return run_training(trainer, resume_from)
+    return run_training(trainer, resume_from, save_to)
 
 
-def run_training(trainer: Trainer, resume_from: Path | None) -> list[dict]:
+def run_training(
+    trainer: Trainer, resume_from: Path | None, save_to: Path | None = None
+) -> list[dict]:
     """``trainer.train()``, from ``resume_from`` when given; returns the log history.
 
     The checkpoint restores weights, optimizer, schedule, RNG and the position in the data,
     so the run ends where an uninterrupted one would; its log history holds the steps
-    logged before the interruption too.
+    logged before the interruption too. ``save_to``: the trained model and tokenizer are
+    saved there by the Trainer, which gathers weights that FSDP or ZeRO-3 split over the
+    processes (every process must call it; the main one writes).
     """
     if resume_from is not None:
         log.info("Resuming from checkpoint %s", resume_from)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if save_to is not None:
+        trainer.save_model(str(save_to))
+    if trainer.is_deepspeed_enabled:
+        # Arguments made for ZeRO-3 make every later from_pretrained partition the weights;
+        # the next model loaded (generation, scoring) must be a whole one.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        trainer.accelerator.free_memory()
+        unset_hf_deepspeed_config()
     return trainer.state.log_history
 
 

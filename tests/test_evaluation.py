@@ -8,11 +8,13 @@ so shot counts, metrics and the leaderboard average are checked with no network.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 
 import datasets
 import pytest
@@ -149,6 +151,17 @@ def test_leaderboard_tasks_run_with_their_shots_and_metrics(leaderboard_run):
         assert (task["num_fewshot"], task["key"]) == (shots, key), name
         assert 0.0 <= task["value"] <= 1.0
     assert summary["tasks"]["mmlu"]["subtasks"] == 57
+    # Per-document values of the metric: one list per task, one per leaf for the mmlu group.
+    gsm8k = summary["tasks"]["gsm8k"]
+    assert len(gsm8k["items"]) == gsm8k["n"]
+    assert fmean(gsm8k["items"]) == pytest.approx(gsm8k["value"])
+    mmlu = summary["tasks"]["mmlu"]
+    assert len(mmlu["items"]) == 57 and sum(map(len, mmlu["items"].values())) == mmlu["n"]
+    assert fmean(fmean(v) for v in mmlu["items"].values()) == pytest.approx(mmlu["value"])
+    # lm-eval gives no stderr for a one-question subject, so mmlu's combined one is unknown.
+    assert mmlu["stderr"] is None
+    others = [t for t in LEADERBOARD if t != "mmlu"]
+    assert all(isinstance(summary["tasks"][t]["stderr"], float) for t in others)
     # lm-eval's own record of the shots it used, per leaf task
     n_shot = {k: v for out in leaderboard_run["lm_eval"].values() for k, v in out["n-shot"].items()}
     assert n_shot["arc_challenge"] == 25 and n_shot["hellaswag"] == 10
@@ -166,6 +179,31 @@ def test_average_is_the_leaderboard_average(leaderboard_run):
     # weights by size, the leaderboard does not.
     assert summary["tasks"]["mmlu"]["n"] == 56 + 3
     assert summary["average"] == pytest.approx(fmean(t["value"] for t in summary["tasks"].values()))
+
+
+def test_items_are_kept_per_document_and_survive_a_resumed_evaluation(tiny, tmp_path, caplog):
+    cfg = compose_config("eval.limit=4", "eval.max_new_tokens=4")
+    plans = plan_tasks(cfg.eval)
+    store = tmp_path / "by_shots"
+    first = run_tasks(prepare(plans, tmp_path / "work"), *tiny, cfg.eval, store)
+    tasks = first["summary"]["tasks"]
+    assert list(tasks) == ["arith_gsm", "arith_mc2"]
+    for name, task in tasks.items():
+        assert len(task["items"]) == task["n"] == 4, name
+        assert fmean(task["items"]) == pytest.approx(task["value"]), name
+        assert task["stderr"] == pytest.approx(stdev(task["items"]) / math.sqrt(4)), name
+    assert set(tasks["arith_gsm"]["items"]) <= {0.0, 1.0}
+    # The stores hold the items but not lm-eval's samples; the result does not repeat them.
+    stored = json.loads((store / "0-shot.json").read_text())
+    assert "samples" not in stored and len(stored["items"]["arith_mc2"]["mc2,none"]) == 4
+    assert not any("items" in output for output in first["lm_eval"].values())
+    # Killed after the 0-shot call: a rerun reuses its store and computes the 2-shot one.
+    (store / "2-shot.json").unlink()
+    with caplog.at_level(logging.INFO, logger="evaluation.runner"):
+        resumed = run_tasks(prepare(plans, tmp_path / "work"), *tiny, cfg.eval, store)
+    assert "Reusing the stored 0-shot evaluation" in caplog.text
+    assert "Reusing the stored 2-shot" not in caplog.text
+    assert resumed["summary"]["tasks"] == tasks
 
 
 def test_unreachable_hub_dataset_stops_before_any_work(tmp_path):
@@ -222,6 +260,9 @@ def test_chain_logs_scores_per_model_and_a_summary_table(chain_root):
     assert [row[0] for row in table["rows"]] == ["SFT", "SPIN iteration 0"]
     report = json.loads((job / "report.json").read_text())
     assert set(report["start"]) == {"arith_gsm/exact_match", "arith_mc2/mc2", "average"}
+    for row in report["rows"]:
+        assert set(row["items"]) == set(row["stderr"]) == {"arith_gsm/exact_match", "arith_mc2/mc2"}
+        assert {len(values) for values in row["items"].values()} == {4}
     for result in eval_results(chain_root).values():
         summary = result["summary"]
         assert summary["lm_eval_version"] and summary["seconds"] > 0

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
+import sys
+import types
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import torch
+from conftest import compose_config
 
-from spin.config import GenerationConfig
+from spin.config import ConfigError, GenerationConfig, validate
 from spin.generation import HFGenerator, count_generated, make_generator
 
 CONTENTS = ["7", "what is 12 + 30?", "hi", "a much longer question about apples and pears", "x y"]
@@ -177,5 +183,150 @@ def test_generated_tokens_stop_at_first_eos():
 def test_make_generator_rejects_unknown_backend(tiny):
     model, tokenizer = tiny
     assert isinstance(make_generator(model, tokenizer, config()), HFGenerator)
-    with pytest.raises(ValueError, match=r"generation\.backend='vllm'.*'hf'"):
+    with pytest.raises(ValueError, match=r"generation\.backend='tgi'.*'hf', 'vllm'"):
+        make_generator(model, tokenizer, config(backend="tgi"))
+
+
+# ------------------------------------------------------------------ vLLM backend
+class FakeSamplingParams:
+    """Records the settings vLLM's SamplingParams would get."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+class FakeLLM:
+    """Stands in for vllm.LLM: records what it is given and answers each token-id prompt
+    as vLLM would, greedily, with the tiny model: the new tokens up to and including eos."""
+
+    instances: ClassVar[list] = []
+    model = None
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls = []
+        FakeLLM.instances.append(self)
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        self.calls.append((prompts, sampling_params))
+        outputs = []
+        for prompt, params in zip(prompts, sampling_params, strict=True):
+            ids = torch.tensor([prompt["prompt_token_ids"]])
+            with torch.inference_mode():
+                out = FakeLLM.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=params.kwargs["max_tokens"],
+                    do_sample=False,
+                )
+            new = out[0, ids.shape[1] :].tolist()
+            stop = params.kwargs["stop_token_ids"][0]
+            new = new[: new.index(stop) + 1] if stop in new else new
+            outputs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=new)]))
+        return outputs
+
+
+@pytest.fixture
+def fake_vllm(tiny, monkeypatch):
+    module = types.ModuleType("vllm")
+    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    module.LLM = FakeLLM
+    module.SamplingParams = FakeSamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setattr(FakeLLM, "instances", [])
+    monkeypatch.setattr(FakeLLM, "model", tiny[0])
+    return module
+
+
+class RecordingModel(CountingModel):
+    """Records the token ids of every prompt the HF backend feeds (left pads removed)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.fed = []
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        for ids, mask in zip(input_ids, attention_mask, strict=True):
+            self.fed.append(ids[mask.bool()].tolist())
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+def test_vllm_backend_missing_names_the_package_and_extra(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
+    model, tokenizer = tiny
+    with pytest.raises(ConfigError, match=r"needs the vllm package.*pip install -e '\.\[vllm\]'"):
         make_generator(model, tokenizer, config(backend="vllm"))
+    cfg = compose_config("experiment=tiny", "generation.backend=vllm")
+    with pytest.raises(ConfigError, match=r"generation\.backend='vllm'.*\[vllm\]"):
+        validate(cfg)
+    validate(compose_config("experiment=tiny", "generation.backend=vllm", "dry_run=true"))
+
+
+def test_vllm_gets_the_hf_backends_prompt_ids_and_greedy_settings(
+    tiny, prompts, fake_vllm, tmp_path
+):
+    model, tokenizer = tiny
+    recording = RecordingModel(model)
+    hf = HFGenerator(recording, tokenizer, config())
+    hf_out = hf.generate(prompts, shard_dir=tmp_path / "hf")
+    generator = make_generator(model, tokenizer, config(backend="vllm"))
+    vllm_out = generator.generate(prompts, shard_dir=tmp_path / "vllm")
+    assert vllm_out == hf_out
+    (engine,) = FakeLLM.instances
+    fed = [p["prompt_token_ids"] for prompts_, _ in engine.calls for p in prompts_]
+    assert sorted(fed) == sorted(recording.fed)
+    assert fed == [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    hf_kwargs = hf._decoding_kwargs()
+    for _, params in engine.calls:
+        for p in params:
+            assert p.kwargs == {
+                "temperature": 0.0,  # greedy, as do_sample=False
+                "top_p": 1.0,
+                "max_tokens": 10,  # generation.max_new_tokens
+                "n": 1,
+                "stop_token_ids": [hf_kwargs["eos_token_id"]],
+            }
+    assert engine.kwargs["model"] == model.name_or_path
+    assert engine.kwargs["dtype"] == "float32"  # the loaded model's
+    # the same shard files, so either backend resumes the other's run
+    for name in ("shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"):
+        assert (tmp_path / "vllm" / name).read_text() == (tmp_path / "hf" / name).read_text()
+    assert generator.last_stats["generated_tokens"] == hf.last_stats["generated_tokens"]
+
+
+def test_vllm_sampling_settings_and_per_prompt_seeds(tiny, prompts, fake_vllm):
+    model, tokenizer = tiny
+    sampling = config(backend="vllm", do_sample=True, temperature=0.7, top_p=0.9, seed=3)
+    generator = make_generator("some/model/dir", tokenizer, sampling, dtype="bfloat16")
+    hf_kwargs = HFGenerator(model, tokenizer, replace(sampling, backend="hf"))._decoding_kwargs()
+    params = generator.sampling_params(shard_index=1, count=2)
+    for i, p in enumerate(params):
+        assert p.kwargs["temperature"] == hf_kwargs["temperature"] == 0.7
+        assert p.kwargs["top_p"] == hf_kwargs["top_p"] == 0.9
+        assert p.kwargs["max_tokens"] == 10
+        # generation.seed + the shard's index (as the HF backend seeds a shard), its place
+        assert p.kwargs["seed"] == (3 + 1) * 2**32 + i
+    generator.generate(prompts)
+    (engine,) = FakeLLM.instances
+    assert engine.kwargs["model"] == "some/model/dir"
+    assert engine.kwargs["dtype"] == "bfloat16"
+    seeds = [p.kwargs["seed"] for _, params in engine.calls for p in params]
+    # shard_size 2: shards 0, 1, 2 of 2, 2 and 1 prompts
+    assert seeds == [3 * 2**32, 3 * 2**32 + 1, 4 * 2**32, 4 * 2**32 + 1, 5 * 2**32]
+
+
+def test_vllm_resumes_shards_and_starts_no_engine_when_all_are_done(
+    tiny, prompts, fake_vllm, tmp_path
+):
+    model, tokenizer = tiny
+    HFGenerator(model, tokenizer, config()).generate(prompts, shard_dir=tmp_path)
+    (tmp_path / "shard-00001.jsonl").unlink()
+    generator = make_generator(model, tokenizer, config(backend="vllm"))
+    generator.generate(prompts, shard_dir=tmp_path)
+    (engine,) = FakeLLM.instances
+    assert [[p["prompt_token_ids"] for p in call[0]] for call in engine.calls] == [
+        [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[2:4]]
+    ]
+    assert generator.last_stats["reused_shards"] == 2
+    generator.generate(prompts, shard_dir=tmp_path)
+    assert len(FakeLLM.instances) == 1  # every shard reused: no engine started

@@ -42,8 +42,9 @@ ORDER = [
 
 
 def markdown_cells(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """The header and, per model, the cells of a Markdown table."""
-    lines = [line.strip("|").split("|") for line in path.read_text().splitlines()]
+    """The header and, per model, the cells of a Markdown table (up to the note under it)."""
+    table = path.read_text().split("\n\n")[0]
+    lines = [line.strip("|").split("|") for line in table.splitlines()]
     header = [cell.strip() for cell in lines[0]]
     rows = {}
     for line in lines[2:]:
@@ -170,7 +171,8 @@ def test_plots_are_written(report_dir: Path) -> None:
 def test_prints_table_and_written_paths(report_dir: Path) -> None:
     printed = (report_dir.parent / "stdout.txt").read_text()
     assert printed.startswith((report_dir / "table.md").read_text())
-    for name in ("table.md", "table.csv", "table.tex", "costs.md", "costs.csv"):
+    names = ("table.md", "table.csv", "table.tex", "costs.md", "costs.csv")
+    for name in (*names, "changes.md", "changes.csv"):
         assert f"  {report_dir / name}\n" in printed
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spin.planning.hardware import HARDWARE, HOUR, PAPER_HARDWARE, Hardware
+from spin.planning.hardware import HARDWARE, HOUR, PAPER_HARDWARE, GiB, Hardware
+from spin.planning.memory import USABLE, Estimate, MemoryPlan
 from spin.planning.stages import Plan, Stage, stage_seconds
 
 
@@ -164,10 +165,59 @@ def _hardware_lines(plan: Plan) -> list[str]:
     return lines
 
 
+# Memory columns: label and the estimate's parts they add up.
+MEMORY_COLUMNS = (
+    ("weights", ("weights",)),
+    ("grads", ("gradients",)),
+    ("optim", ("optimizer",)),
+    ("activ", ("activations", "working")),
+    ("logits", ("logits",)),
+    ("other", ("kv_cache", "gathered")),
+)
+
+
+def fmt_gib(value: float | None) -> str:
+    return "-" if not value else f"{value / GiB:.1f}"
+
+
+def _memory_row(label: str, estimate: Estimate) -> str:
+    cells = [fmt_gib(sum(estimate.parts.get(k, 0.0) for k in keys)) for _, keys in MEMORY_COLUMNS]
+    fits = "yes" if estimate.fits else "NO"
+    numbers = "".join(f"{c:>8}" for c in [*cells, fmt_gib(estimate.peak)])
+    return f"  {label:<12}{numbers}  {fits:<4}  {estimate.setting}"
+
+
+def _memory_lines(memory: MemoryPlan | None) -> list[str]:
+    """Per-device peaks of each kind of stage and the training setups tried."""
+    if memory is None:
+        return ["Memory: unknown (set model.n_params, or model.path to a local checkpoint)."]
+    hw, arch = memory.hardware, memory.architecture
+    header = "".join(f"{name:>8}" for name, _ in MEMORY_COLUMNS) + f"{'peak':>8}"
+    lines = [
+        f"Memory per device (estimates, GiB; {memory.devices} x {hw.name} with "
+        f"{hw.memory / GiB:g} GiB, {USABLE * hw.memory / GiB:.1f} usable; tensors each stage "
+        "holds at its peak, sequences at their longest; assumptions in "
+        "spin/planning/memory.py):",
+        f"  model: {fmt_count(memory.n_params)} parameters; {arch.layers} layers, hidden "
+        f"{arch.hidden:,}, key/value width {arch.kv_width:,}, MLP {arch.intermediate:,}, "
+        f"vocabulary {arch.vocab:,} ({arch.source})",
+        f"  {'stage':<12}{header}  fits  setting",
+    ]
+    lines += [_memory_row(e.stage, e) for e in memory.stages]
+    if len(memory.options) > 1:
+        lines.append("  training setups tried, in order, until one fits:")
+        for option in memory.options[1:]:
+            lines.append(_memory_row("train", option.estimate) + f"  [{option.overrides}]")
+    lines.append(f"  {memory.recommendation}")
+    lines += [f"  note: {note}" for note in memory.notes]
+    return lines
+
+
 def format_plan(plan: Plan) -> str:
     """The plan as the text ``train.py dry_run=true`` prints."""
     lines = [*_header(plan), "", *_table(plan), "", *_task_lines(plan)]
     lines += ["", *_hardware_lines(plan)]
+    lines += ["", *_memory_lines(plan.memory)]
     if any(s.paper_seconds is not None for s in plan.stages):
         lines += [
             "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 HOUR = 3600.0
+GiB = 2**30
 
 
 BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -19,6 +20,7 @@ class Hardware:
     peak_flops: float  # per device, dense matrix multiplies at the training precision
     bandwidth: float  # bytes per second of memory per device
     utilisation: float  # fraction of peak_flops sustained over a stage
+    memory: float  # bytes of memory per device (the accelerator's; the host's for the CPU)
 
     @property
     def sustained_flops(self) -> float:
@@ -26,12 +28,15 @@ class Hardware:
 
 
 HARDWARE = {
-    "a100": Hardware("a100", "NVIDIA A100 80GB SXM, bf16 dense", 312e12, 2.0e12, 0.4),
-    "h100": Hardware("h100", "NVIDIA H100 SXM, bf16 dense", 989e12, 3.35e12, 0.4),
+    "a100": Hardware("a100", "NVIDIA A100 80GB SXM, bf16 dense", 312e12, 2.0e12, 0.4, 80 * GiB),
+    "h100": Hardware("h100", "NVIDIA H100 SXM, bf16 dense", 989e12, 3.35e12, 0.4, 80 * GiB),
     # torch.mm fp32 peak measured on the project's 2-core reference machine
     # (docs/performance.md); 2 GB/s is the order of the weight-read rate its decoding
-    # reached in the README's default run (256 steps over 540 MB of weights in 96 s).
-    "cpu": Hardware("cpu", "2 CPU cores, fp32 (measured matmul peak)", 8.0e10, 2.0e9, 0.2),
+    # reached in the README's default run (256 steps over 540 MB of weights in 96 s);
+    # 24 GiB of host memory.
+    "cpu": Hardware(
+        "cpu", "2 CPU cores, fp32 (measured matmul peak)", 8.0e10, 2.0e9, 0.2, 24 * GiB
+    ),
 }
 
 

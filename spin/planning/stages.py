@@ -18,6 +18,7 @@ from spin.planning.hardware import (
     PAPER_TRAIN_S,
     Hardware,
 )
+from spin.planning.memory import MemoryPlan, memory_plan
 from spin.planning.sizes import (
     Count,
     global_batch,
@@ -65,6 +66,8 @@ class Plan:
     stages: list[Stage]
     tasks: list[TaskEstimate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Per-device memory of each kind of stage; None when the model's size is unknown.
+    memory: MemoryPlan | None = None
 
     def iterations(self) -> list[int]:
         return sorted({s.iteration for s in self.stages if s.iteration is not None})
@@ -145,7 +148,8 @@ class _Builder:
         tokens = None if stage.items is None else stage.items * per_item
         batch = global_batch(self.cfg, per_device)
         steps = optimizer_steps(stage.items, batch, stage.epochs)
-        self.add(replace(stage, tokens=tokens, steps=steps), 6)
+        # LoRA computes no gradients of the frozen weights: forward 2, input gradients 2.
+        self.add(replace(stage, tokens=tokens, steps=steps), 4 if self.cfg.lora.enabled else 6)
 
     def generation(self, t: int) -> None:
         n = _int(self.n_train.value)
@@ -270,6 +274,7 @@ def build_plan(cfg: DictConfig, hardware: Hardware = HARDWARE["a100"]) -> Plan:
         stages=builder.stages,
         tasks=builder.tasks,
         notes=_notes(cfg),
+        memory=memory_plan(cfg, builder.n_params, hardware),
     )
 
 
@@ -299,7 +304,8 @@ def _notes(cfg: DictConfig) -> list[str]:
         f"once) <= model.max_length={length} + {min(new, length - 1)}; a DPO pair <= "
         f"2 x {length}; an SFT record <= {length}. Real sequences are usually much shorter.",
         "FLOPs: 2 x parameters per token forward (generation, reference, eval), 6 x per "
-        "trained token, times epochs; attention's own FLOPs and gradient checkpointing's "
+        "trained token (4 x with LoRA: no gradients of the frozen weights), times epochs; "
+        "attention's own FLOPs and gradient checkpointing's "
         "recomputation are left out (the latter lowers the utilisation a run reaches).",
         "Time: FLOPs / (devices x peak x utilisation), or, when longer, decoding's floor of "
         "one read of all weights per step per device (the bound that binds for generation).",

@@ -1,7 +1,9 @@
 """Comparison reports over many jobs: tables (Markdown, CSV, LaTeX), costs and plots.
 
 ``collect_rows`` reads the jobs' report.json files into one row per model; ``write_report``
-writes every table and figure for those rows into a folder (and, if asked, into W&B). The
+writes every table and figure for those rows into a folder (and, if asked, into W&B), with
+the paired bootstrap intervals of each model's changes against SFT where the rows hold
+per-document scores (changes.md, changes.csv, and marks in the tables). The
 ``report.py`` command and the sweep runner both go through these two functions.
 """
 
@@ -11,9 +13,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from spin.reporting.changes import changes_csv, changes_markdown
 from spin.reporting.collect import ReportError, Row, collect_rows
 from spin.reporting.paper import with_paper
 from spin.reporting.plots import plot_curves, plot_scores
+from spin.reporting.significance import Changes, all_changes
 from spin.reporting.tables import (
     cost_csv,
     cost_table,
@@ -28,12 +32,14 @@ __all__ = ["ReportError", "Row", "collect_rows", "log_wandb", "write_report"]
 PLOTS = {"scores_vs_iteration.png": plot_scores, "training_curves.png": plot_curves}
 
 
-def log_wandb(rows: Sequence[Row], out: Path, images: Sequence[Path]) -> Path:
+def log_wandb(
+    rows: Sequence[Row], out: Path, images: Sequence[Path], changes: Changes | None = None
+) -> Path:
     """Log the table and figures into a new W&B run (project ``spin``, job type ``report``)
     kept under ``out``; offline unless WANDB_MODE says otherwise. Returns the run's folder."""
     import wandb
 
-    header, records = table_records(rows)
+    header, records = table_records(rows, changes)
     run = wandb.init(
         project="spin",
         job_type="report",
@@ -63,11 +69,14 @@ def write_report(
     so the folder never shows a stale plot.
     """
     rows = with_paper(rows, paper)
+    changes = all_changes(rows)
     out.mkdir(parents=True, exist_ok=True)
     texts = {
-        "table.md": markdown_table(rows),
-        "table.csv": csv_table(rows),
-        "table.tex": latex_table(rows),
+        "table.md": markdown_table(rows, changes),
+        "table.csv": csv_table(rows, changes),
+        "table.tex": latex_table(rows, changes),
+        "changes.md": changes_markdown(rows, changes),
+        "changes.csv": changes_csv(rows, changes),
         "costs.md": cost_table(rows),
         "costs.csv": cost_csv(rows),
     }
@@ -83,5 +92,5 @@ def write_report(
             images.append(image)
     written += images
     if wandb:
-        written.append(log_wandb(rows, out, images))
+        written.append(log_wandb(rows, out, images, changes))
     return written

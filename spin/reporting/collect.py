@@ -53,6 +53,10 @@ class Row:
     reference: str | None = None
     """``model_key`` of the SFT row this row's deltas are taken against; None for that row."""
     source: str = "reproduction"
+    items: dict[str, Any] = field(default_factory=dict)
+    """``<task>/<metric>`` -> each document's value in ``doc_id`` order (for a group, a list
+    per leaf task); empty for reports written before these were recorded."""
+    stderr: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -107,6 +111,20 @@ def _check_row(row: Any, where: str) -> None:
         if value is not None:
             _expect(value, (int, float), f"{where}.costs['{name}']", "a number or null")
     _expect(_field(row, "curves", where), list, f"{where}.curves", "a list")
+    _check_items(row.get("items", {}), f"{where}.items")
+
+
+def _check_items(items: Any, where: str) -> None:
+    """``items`` (optional: older reports lack it) maps a score key to per-document numbers,
+    or for a group to such a list per leaf task."""
+    _expect(items, dict, where, "an object")
+    for name, values in items.items():
+        lists = values.items() if isinstance(values, dict) else [(None, values)]
+        for leaf, documents in lists:
+            at = f"{where}['{name}']" + (f"['{leaf}']" if leaf is not None else "")
+            _expect(documents, list, at, "a list of numbers (or an object of such lists)")
+            for i, value in enumerate(documents):
+                _expect(value, (int, float), f"{at}[{i}]", "a number")
 
 
 def load_report(path: Path) -> dict[str, Any]:
@@ -204,8 +222,12 @@ def merge_rows(reports: Sequence[tuple[Path, dict[str, Any]]]) -> list[Row]:
         first = same_model[0]
         jobs = [reports[j][1]["settings"] for j in holders[key]]
         scores: dict[str, float] = {}
+        items: dict[str, Any] = {}
+        stderr: dict[str, float | None] = {}
         for entry in same_model:
             scores = {**entry["scores"], **scores}
+            items = {**entry.get("items", {}), **items}
+            stderr = {**entry.get("stderr", {}), **stderr}
         reference = sft_of_job.get(holders[key][0])
         rows.append(
             Row(
@@ -219,6 +241,8 @@ def merge_rows(reports: Sequence[tuple[Path, dict[str, Any]]]) -> list[Row]:
                 settings=jobs[0],
                 suffix=_suffix(jobs, keys),
                 reference=None if reference == key else reference,
+                items=items,
+                stderr=stderr,
             )
         )
     return _order(_drop_needless_suffixes(rows), keys)

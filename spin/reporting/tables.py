@@ -3,6 +3,8 @@
 Scores are shown in percent with two decimals; a delta is the change against the SFT row the
 model started from. In Markdown and LaTeX the delta is the difference of the two numbers as
 shown, so a reader checking the arithmetic gets the same result; the CSV keeps full precision.
+Given the paired intervals of the changes (spin/reporting/significance.py), a delta whose
+interval excludes 0 is marked ``*`` (and ``yes`` in the CSV's ``significant`` columns).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spin.reporting.collect import COST_FIELDS, Row
+from spin.reporting.significance import Changes
 
 # Column names for the tasks the project evaluates on, in the order the paper lists them.
 TASK_NAMES = {
@@ -26,6 +29,8 @@ TASK_NAMES = {
     "arith_mc2": "Arith MC2",
 }
 AVERAGE = "average"
+MARK = "*"
+MARK_NOTE = "the change's paired 95% bootstrap interval excludes 0 (changes.md)"
 COST_HEADERS = {
     "generation_s": "Generation (s)",
     "reference_s": "Reference (s)",
@@ -72,8 +77,16 @@ def _reference(row: Row, rows: Sequence[Row]) -> Row | None:
     return next((r for r in rows if r.model_key == row.reference), None)
 
 
-def _shown_cells(row: Row, keys: Sequence[str], rows: Sequence[Row]) -> list[str]:
-    """``35.10 (+8.34)`` per column; ``-`` where the model was not scored on the task."""
+def _marked(row: Row, key: str, changes: Changes | None) -> bool:
+    change = (changes or {}).get(row.model_key, {}).get(key)
+    return change is not None and change.excludes_zero
+
+
+def _shown_cells(
+    row: Row, keys: Sequence[str], rows: Sequence[Row], changes: Changes | None
+) -> list[str]:
+    """``35.10 (+8.34)`` per column, ``35.10 (+8.34)*`` where the change's interval excludes
+    0; ``-`` where the model was not scored on the task."""
     reference = _reference(row, rows)
     cells = []
     for key in keys:
@@ -86,12 +99,14 @@ def _shown_cells(row: Row, keys: Sequence[str], rows: Sequence[Row]) -> list[str
             cells.append(f"{value:.2f}")
         else:
             delta = round(round(value, 2) - round(base, 2), 2) + 0.0
-            cells.append(f"{value:.2f} ({delta:+.2f})")
+            mark = MARK if _marked(row, key, changes) else ""
+            cells.append(f"{value:.2f} ({delta:+.2f}){mark}")
     return cells
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The table as Markdown: one row per model, one column per task, then the average."""
+def markdown_table(rows: Sequence[Row], changes: Changes | None = None) -> str:
+    """The table as Markdown: one row per model, one column per task, then the average; a
+    line under it explains the marks, if any."""
     keys = score_columns(rows)
     header = ["Model", *(column_header(k, keys) for k in keys)]
     lines = [
@@ -99,18 +114,32 @@ def markdown_table(rows: Sequence[Row]) -> str:
         "| " + " | ".join([":---", *("---:" for _ in keys)]) + " |",
     ]
     for row in rows:
-        lines.append("| " + " | ".join([row.name, *_shown_cells(row, keys, rows)]) + " |")
+        lines.append("| " + " | ".join([row.name, *_shown_cells(row, keys, rows, changes)]) + " |")
+    if any(_marked(row, key, changes) for row in rows for key in keys):
+        lines += ["", f"`{MARK}`: {MARK_NOTE}."]
     return "\n".join(lines) + "\n"
 
 
-def table_records(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
+def _significant(row: Row, key: str, changes: Changes | None) -> str | None:
+    """``yes``/``no``: whether the change's interval excludes 0; None without an interval."""
+    change = (changes or {}).get(row.model_key, {}).get(key)
+    if change is None or change.low is None:
+        return None
+    return "yes" if change.excludes_zero else "no"
+
+
+def table_records(
+    rows: Sequence[Row], changes: Changes | None = None
+) -> tuple[list[str], list[list[Any]]]:
     """The table as header and records, in percent at full precision: the CSV file and the
     W&B table hold the same."""
     keys = score_columns(rows)
     header = ["model", "kind", "iteration", "settings", *keys, *(f"{k} delta" for k in keys)]
+    header += [f"{k} significant" for k in keys]
     records = []
     for row in rows:
         reference = _reference(row, rows)
+        significant = [_significant(row, key, changes) for key in keys]
         scores, deltas = [], []
         for key in keys:
             value = _percent(row, key)
@@ -118,11 +147,13 @@ def table_records(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
             scores.append(None if value is None else round(value, 6))
             missing = value is None or base is None
             deltas.append(None if missing else round(value - base, 6) + 0.0)
-        records.append([row.name, row.kind, row.iteration, row.suffix, *scores, *deltas])
+        records.append(
+            [row.name, row.kind, row.iteration, row.suffix, *scores, *deltas, *significant]
+        )
     return header, records
 
 
-def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
+def csv_records(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -130,9 +161,9 @@ def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> str:
     return out.getvalue()
 
 
-def csv_table(rows: Sequence[Row]) -> str:
-    """The table as CSV: blank cells where a score or delta does not exist."""
-    return _csv(*table_records(rows))
+def csv_table(rows: Sequence[Row], changes: Changes | None = None) -> str:
+    """The table as CSV: blank cells where a score, delta or interval does not exist."""
+    return csv_records(*table_records(rows, changes))
 
 
 _LATEX_SPECIAL = {
@@ -155,9 +186,16 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
-def latex_table(rows: Sequence[Row]) -> str:
+def _latex_cell(cell: str) -> str:
+    """A cell escaped for LaTeX, its mark as a superscript star."""
+    if cell.endswith(MARK):
+        return latex_escape(cell[: -len(MARK)]) + "$^{*}$"
+    return latex_escape(cell)
+
+
+def latex_table(rows: Sequence[Row], changes: Changes | None = None) -> str:
     """The table as a booktabs ``tabular``, one line per model; the paper's rows, if any,
-    are set apart by a rule."""
+    are set apart by a rule. Marked deltas get a superscript star, explained under it."""
     keys = score_columns(rows)
     header = ["Model", *(column_header(k, keys) for k in keys)]
     lines = [
@@ -171,9 +209,11 @@ def latex_table(rows: Sequence[Row]) -> str:
         if previous is not None and row.source != previous:
             lines.append(r"\midrule")
         previous = row.source
-        cells = [row.name, *_shown_cells(row, keys, rows)]
-        lines.append(" & ".join(latex_escape(c) for c in cells) + r" \\")
+        cells = [latex_escape(row.name), *map(_latex_cell, _shown_cells(row, keys, rows, changes))]
+        lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if any(_marked(row, key, changes) for row in rows for key in keys):
+        lines.append(r"\par{\footnotesize $^{*}$ " + latex_escape(MARK_NOTE) + ".}")
     return "\n".join(lines) + "\n"
 
 
@@ -212,4 +252,4 @@ def cost_table(rows: Sequence[Row]) -> str:
 
 def cost_csv(rows: Sequence[Row]) -> str:
     """What each model cost, as CSV with the contract's field names; blank where unknown."""
-    return _csv(["model", *COST_FIELDS], _cost_records(rows))
+    return csv_records(["model", *COST_FIELDS], _cost_records(rows))
