@@ -2,7 +2,8 @@
 
 ``python report.py outputs/<name>/<date>`` reads every report.json below the given sweep
 folders, job folders or report files, merges the models they share, and writes table.md,
-table.csv, table.tex, costs.md, costs.csv and PNG plots into ``--out``.
+table.csv, table.tex, costs.md, costs.csv, changes.md, changes.csv (paired bootstrap
+intervals of the changes against SFT) and PNG plots into ``--out``.
 """
 
 from __future__ import annotations
