@@ -13,7 +13,7 @@ answers with 0/1 labels).
 The sizes are set by cost: on two CPU cores a 135M model reads only ~100-250 tokens per
 second, and a 2-shot prompt is ~330 tokens, a choice ~105; 32 generations and 48 choice
 pairs keep the default embedded evaluation near two minutes per model. The chat-format
-tasks drop the exemplars (a prompt is ~100 tokens), which pays for 128 items each: enough
+tasks drop the exemplars (a prompt is ~76 tokens), which pays for 128 items each: enough
 that one problem moves a score by under a point, for experiments that compare models.
 """
 
