@@ -1,4 +1,4 @@
-"""The generation stage against per-prompt and unsorted batched Hugging Face generation.
+"""The generation stage against per-prompt, unsorted batched and continuous-batching generation.
 
 Contenders, on the same prompts (the arithmetic training prompts, chat-formatted as the
 pipeline formats them), the same SmolLM2-135M in float32 and greedy decoding:
@@ -6,10 +6,12 @@ pipeline formats them), the same SmolLM2-135M in float32 and greedy decoding:
 - ``spin``: :class:`spin.generation.HFGenerator` (left-padded batches of similar prompt
   length, longest first);
 - ``per-prompt``: ``model.generate`` on one prompt at a time;
-- ``batched-unsorted``: the same batch size, prompts batched in input order.
+- ``batched-unsorted``: the same batch size, prompts batched in input order;
+- ``continuous``: transformers' continuous batching (``model.generate_batch``), which
+  schedules its own batches.
 
 Generated tokens per second count each row's tokens up to and including its end-of-turn
-token. The greedy completions of all three must be identical (asserted).
+token. The greedy completions of all four must be identical (asserted).
 
     python benchmarks/bench_generation.py [--quick]
 """
@@ -23,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import transformers
 
 # The benchmarks' helpers and the repository's packages, whichever directory runs this.
 # ruff: noqa: E402  (the imports below need the path above)
@@ -64,6 +67,24 @@ def plain_generate(model, tokenizer, cfg: GenerationConfig, batches: list[list[i
     return texts, tokens
 
 
+def continuous_batching(model, tokenizer, cfg: GenerationConfig, prompts: list[str]):
+    """Transformers' own continuous batching (``generate_batch``), which drops finished
+    requests from the running batch: the library's answer to rows idling until the longest
+    one ends."""
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    decoding = HFGenerator(model, tokenizer, cfg)._decoding_kwargs()
+    config = transformers.GenerationConfig(**decoding, max_new_tokens=cfg.max_new_tokens)
+    model.eval()
+    outputs = model.generate_batch(ids, generation_config=config)
+    texts, tokens = [], 0
+    for out in outputs.values():  # in input order
+        row = list(out.generated_tokens)
+        eos = tokenizer.eos_token_id
+        tokens += row.index(eos) + 1 if eos in row else len(row)
+        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts, tokens
+
+
 def timed(fn) -> tuple[list[str], int, float]:
     started = time.perf_counter()
     texts, tokens = fn()
@@ -95,7 +116,11 @@ def main() -> None:
         "spin": lambda: (generator.generate(prompts), generator.last_stats["generated_tokens"]),
         "per-prompt": lambda: plain_generate(model, tokenizer, cfg, singles, prompts),
         "batched-unsorted": lambda: plain_generate(model, tokenizer, cfg, in_order, prompts),
+        "continuous": lambda: continuous_batching(model, tokenizer, cfg, prompts),
     }
+    # One short untimed batch first, so that no contender pays the one-time start-up
+    # (thread pool, allocator, kernel selection) for the others.
+    plain_generate(model, tokenizer, replace(cfg, max_new_tokens=4), in_order[:1], prompts)
     results = {}
     for name, fn in contenders.items():
         before = common.load_average()
@@ -107,16 +132,15 @@ def main() -> None:
             flush=True,
         )
     print(f"load after: {common.load_average():.2f}")
-    for name in ("per-prompt", "batched-unsorted"):
+    peers = [name for name in contenders if name != "spin"]
+    for name in peers:
         ours, theirs = results["spin"]["texts"], results[name]["texts"]
         differing = [i for i in range(n) if ours[i] != theirs[i]]
         assert not differing, f"greedy outputs differ from {name} at prompts {differing}"
-    print("greedy outputs identical across the three: True")
+    print(f"greedy outputs identical across all {len(contenders)}: True")
     speed = {k: v["tokens"] / v["seconds"] for k, v in results.items()}
-    print(
-        f"RATIO generation tokens/s SPIN/per-prompt {speed['spin'] / speed['per-prompt']:.2f}x, "
-        f"SPIN/batched-unsorted {speed['spin'] / speed['batched-unsorted']:.2f}x"
-    )
+    ratios = ", ".join(f"SPIN/{name} {speed['spin'] / speed[name]:.2f}x" for name in peers)
+    print(f"RATIO generation tokens/s {ratios}")
 
 
 if __name__ == "__main__":
