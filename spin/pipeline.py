@@ -124,6 +124,15 @@ class Pipeline:
             return trainable_model(ref.location, self.cfg)
         return load_model(ref.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code)
 
+    def load_generator(self, ref: ModelRef) -> tuple[Any, Any]:
+        """What generation runs on, and the tokenizer: the loaded model for the ``hf``
+        backend; for ``vllm`` the model's location, since vLLM loads the weights itself and
+        a second copy in the accelerator's memory would take what its KV cache needs."""
+        if self.cfg.generation.backend != "vllm":
+            return self.load(ref)
+        self._loaded = None
+        return ref.location, load_tokenizer(ref.location, self.cfg.model.trust_remote_code)
+
     def load_reference(self, ref: ModelRef) -> tuple[Any, Any]:
         """The frozen model of a reference pass: the model itself, or under QLoRA the 4-bit
         copy its adapters train on, so the reference is the policy without its adapters."""
@@ -224,7 +233,7 @@ class Pipeline:
             spec["max_prompt_length"] = max_prompt_length
 
         def build(work: Path) -> None:
-            policy, tokenizer = self.load(model)
+            policy, tokenizer = self.load_generator(model)
             fmt = self.formatter(tokenizer)
             records = self.splits.train
             completions, stats = self._generate(
@@ -262,8 +271,10 @@ class Pipeline:
         directory, so a rerun on as many processes resumes it) and the main process gathers
         the blocks; the others get None."""
         cfg = self.cfg.generation
+        model_cfg = self.cfg.model
+        backend = {"dtype": model_cfg.dtype, "trust_remote_code": model_cfg.trust_remote_code}
         if distributed.world_size() == 1:
-            generator = make_generator(policy, tokenizer, cfg)
+            generator = make_generator(policy, tokenizer, cfg, **backend)
             completions = generator.generate(
                 texts, shard_dir=shard_dir, desc=desc, prompt_ids=prompt_ids
             )
@@ -278,7 +289,7 @@ class Pipeline:
             # random stream (for the HF backend, the one it has on one process).
             first_shard = part.start // cfg.shard_size
             block_cfg = OmegaConf.merge(cfg, {"seed": cfg.seed + first_shard})
-            generator = make_generator(policy, tokenizer, block_cfg)
+            generator = make_generator(policy, tokenizer, block_cfg, **backend)
             mine = generator.generate(
                 texts[part.start : part.stop],
                 shard_dir=shard_dir / f"from-{part.start}",

@@ -16,6 +16,9 @@ from conftest import compose_config
 
 from spin.config import ConfigError, GenerationConfig, validate
 from spin.generation import HFGenerator, count_generated, make_generator
+from spin.pairs import read_pairs
+from spin.pipeline import Pipeline
+from spin.tracking import Tracker
 
 CONTENTS = ["7", "what is 12 + 30?", "hi", "a much longer question about apples and pears", "x y"]
 
@@ -330,3 +333,24 @@ def test_vllm_resumes_shards_and_starts_no_engine_when_all_are_done(
     assert generator.last_stats["reused_shards"] == 2
     generator.generate(prompts, shard_dir=tmp_path)
     assert len(FakeLLM.instances) == 1  # every shard reused: no engine started
+
+
+def test_pipeline_gives_vllm_the_model_directory_and_loads_no_copy(fake_vllm, tmp_path):
+    cfg = compose_config(
+        "experiment=tiny", f"paths.root={tmp_path}", "eval=none", "generation.backend=vllm"
+    )
+    validate(cfg)
+    tracker = Tracker(tmp_path / "job", cfg.logger, name="j", group="g", job_type="t", config={})
+    pipe = Pipeline(cfg, tracker)
+    start, _ = pipe.start_model()
+
+    def refuse(ref):
+        pytest.fail(f"the HF model {ref.location} was loaded beside vLLM's copy")
+
+    pipe.load = refuse
+    pairs = read_pairs(pipe.generations(start, 0))
+    (engine,) = FakeLLM.instances
+    assert engine.kwargs["model"] == start.location
+    assert engine.kwargs["dtype"] == cfg.model.dtype
+    assert len(pairs) == cfg.data.n_train
+    assert all(isinstance(p["generated"], str) for p in pairs)
