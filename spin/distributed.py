@@ -1,7 +1,8 @@
 """One experiment on one process or several (``trainer.distributed``).
 
 Every process of a launch (``accelerate launch --config_file conf/accelerate/<mode>.yaml
-train.py ... trainer.distributed=<mode>``, or ``torchrun`` for ``ddp``) runs the same job.
+train.py ... trainer.distributed=<mode>``, or for ``ddp`` ``torchrun`` or the tasks of one
+SLURM job through the submitit launcher) runs the same job.
 Training is the HF Trainer's: it reads DDP, FSDP or DeepSpeed ZeRO-3 from the launched
 accelerate config. Around training:
 
@@ -58,8 +59,25 @@ _launch_time: datetime | None = None
 
 
 def launched_world_size() -> int:
-    """How many processes the launcher started (torchrun and accelerate set WORLD_SIZE)."""
+    """How many processes the launcher started (torchrun and accelerate set WORLD_SIZE;
+    a submitit job of several tasks gets it here, see :func:`adopt_submitit_tasks`)."""
+    adopt_submitit_tasks()
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def adopt_submitit_tasks() -> None:
+    """Give each task of a submitit job of several (``hydra.launcher.tasks_per_node`` above
+    1, on SLURM or submitit's local executor) the variables torchrun would have set: RANK,
+    LOCAL_RANK, WORLD_SIZE and the main task's address, which submitit reads from SLURM's
+    own. Every GPU of the node stays visible; :func:`init` picks the task's by LOCAL_RANK.
+    Nothing changes for a single task, or when a launcher inside the job set RANK."""
+    if "SUBMITIT_EXECUTOR" not in os.environ or "RANK" in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    tasks = TorchDistributedEnvironment()
+    if tasks.world_size > 1:
+        tasks.export(set_cuda_visible_devices=False)
 
 
 def init() -> None:

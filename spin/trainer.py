@@ -268,7 +268,9 @@ def training_arguments(
     ``CHECKPOINTS_KEPT`` are kept. Every pair field is kept for the collator
     (``remove_unused_columns=False``). Batches are drawn from groups of pairs of similar
     packed length (the ``length`` column :func:`train_pairs` adds): the order is still
-    shuffled by the seed, but a batch pads its rows far less.
+    shuffled by the seed, but a batch pads its rows far less. Under DDP every trainable
+    parameter (the whole model, or the adapters of every targeted layer) takes part in each
+    forward, so DDP is told not to search the autograd graph for unused ones every step.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"trainer.optimizer={optimizer!r}; expected one of {list(OPTIMIZERS)}")
@@ -306,6 +308,7 @@ def training_arguments(
         length_column_name=LENGTH_COLUMN,
         disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
     )
 
 

@@ -6,12 +6,17 @@ building them twice."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from conftest import ROOT, artifact_events, job_dirs, run_train
 from hydra import compose, initialize_config_dir
+
+from spin import distributed
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
@@ -85,3 +90,76 @@ def test_iteration_jobs_submitted_at_once_wait_for_each_other(tmp_path: Path):
     }
     models = {f"model/{key}" for kind, key in built if kind == "model"}
     assert waited & models  # some job waited for a model another job was training
+
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+
+
+def slurm_task(procid: int, localid: int, ntasks: int, nodes: int) -> dict[str, str]:
+    """The variables SLURM gives one task of a job submitted through submitit."""
+    return {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": str(ntasks),
+        "SLURM_JOB_NUM_NODES": str(nodes),
+        "SLURM_NODEID": str(procid // (ntasks // nodes)),
+        "SLURM_JOB_NODELIST": "gpu-[07-08]" if nodes == 2 else "gpu-07",
+        "SLURM_PROCID": str(procid),
+        "SLURM_LOCALID": str(localid),
+    }
+
+
+def launched_as(env: dict[str, str]) -> tuple[int, dict[str, str | None]]:
+    """What a task with ``env`` (and no launcher's variables) counts as launched, and the
+    rank variables it then has; the process's own environment is restored after."""
+    with mock.patch.dict(os.environ, env):
+        for name in (*RANK_VARIABLES, "MASTER_PORT"):
+            os.environ.pop(name, None)
+        world = distributed.launched_world_size()
+        return world, {name: os.environ.get(name) for name in RANK_VARIABLES}
+
+
+def test_each_task_of_a_multi_gpu_slurm_job_gets_its_rank():
+    world, ranks = launched_as(slurm_task(procid=11, localid=3, ntasks=16, nodes=2))
+    assert world == 16
+    assert ranks == {
+        "RANK": "11",
+        "LOCAL_RANK": "3",
+        "WORLD_SIZE": "16",
+        "LOCAL_WORLD_SIZE": "8",
+        "MASTER_ADDR": "gpu-07",
+    }
+
+
+def test_a_one_task_job_and_a_launcher_inside_the_job_are_left_alone():
+    world, ranks = launched_as(slurm_task(procid=0, localid=0, ntasks=1, nodes=1))
+    assert world == 1 and set(ranks.values()) == {None}
+    torchrun = {"RANK": "1", "WORLD_SIZE": "2"}
+    with mock.patch.dict(os.environ, {**slurm_task(5, 5, ntasks=8, nodes=1), **torchrun}):
+        assert distributed.launched_world_size() == 2  # torchrun's, not SLURM's 8
+        assert os.environ["RANK"] == "1"
+
+
+@pytest.mark.slow
+def test_a_job_of_two_tasks_trains_with_ddp_as_torchrun_does(tmp_path: Path):
+    """hydra.launcher.tasks_per_node=2 through submitit's local executor: the two tasks are
+    the two ranks of one job, which ends as the same job on one process does."""
+    common = ["experiment=tiny", "trainer.world_size=2", "trainer.batch_size=2"]
+    run_train(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.tasks_per_node=2",
+        "trainer.distributed=ddp",
+        *common,
+        f"paths.root={tmp_path / 'tasks'}",
+    )
+    run_train(*common, "trainer.grad_accumulation=2", f"paths.root={tmp_path / 'one'}")
+    (tasks_job,) = job_dirs(tmp_path / "tasks")
+    (one_job,) = job_dirs(tmp_path / "one")
+    logs = "".join(p.read_text() for p in (tmp_path / "tasks").rglob("*_log.err"))
+    assert "generate [0]" in logs and "generate [1]" in logs  # the prompts split in two
+    reports = [json.loads((job / "report.json").read_text()) for job in (tasks_job, one_job)]
+    keys = [[row["model_key"] for row in report["rows"]] for report in reports]
+    assert keys[0] == keys[1]  # the same global batch and data: the same models
+    losses = [[c["loss"] for row in r["rows"] for c in row["curves"]] for r in reports]
+    assert losses[0] and losses[0] == pytest.approx(losses[1], rel=1e-5)
