@@ -34,7 +34,7 @@ import common
 
 from spin.config import GenerationConfig
 from spin.data import PromptFormatter
-from spin.generation import HFGenerator, count_generated
+from spin.generation import HFGenerator, count_generated, encode_prompts
 from spin.models import load_model
 
 MODES = {
@@ -71,18 +71,16 @@ def continuous_batching(model, tokenizer, cfg: GenerationConfig, prompts: list[s
     """Transformers' own continuous batching (``generate_batch``), which drops finished
     requests from the running batch: the library's answer to rows idling until the longest
     one ends."""
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    decoding = HFGenerator(model, tokenizer, cfg)._decoding_kwargs()
-    config = transformers.GenerationConfig(**decoding, max_new_tokens=cfg.max_new_tokens)
+    ids = encode_prompts(tokenizer, prompts)
+    generator = HFGenerator(model, tokenizer, cfg)  # its decoding settings and decoding
+    config = transformers.GenerationConfig(
+        **generator._decoding_kwargs(), max_new_tokens=cfg.max_new_tokens
+    )
     model.eval()
     outputs = model.generate_batch(ids, generation_config=config)
-    texts, tokens = [], 0
-    for out in outputs.values():  # in input order
-        row = list(out.generated_tokens)
-        eos = tokenizer.eos_token_id
-        tokens += row.index(eos) + 1 if eos in row else len(row)
-        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    return texts, tokens
+    rows = [torch.tensor([out.generated_tokens]) for out in outputs.values()]  # input order
+    tokens = sum(count_generated(row, tokenizer.eos_token_id) for row in rows)
+    return [generator._decode(row[0]) for row in rows], tokens
 
 
 def timed(fn) -> tuple[list[str], int, float]:
