@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +139,20 @@ def run_child(script: Path, args: list[str]) -> dict[str, Any]:
     )
 
 
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` calls of ``fn``, in seconds, after one untimed warm-up call
+    (thread pool, allocator, kernel selection)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def matmul_peak_flops(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32):
     """Measured matrix-multiply FLOP/s of this machine at ``dtype`` (best of ``repeats``)."""
     a = torch.randn(size, size, dtype=dtype)
     b = torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)  # warm-up: thread pool and allocator
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return 2 * size**3 / best_of(lambda: torch.mm(a, b), repeats)
