@@ -1,9 +1,11 @@
 """Entry point: score one model with the same config groups as train.py and print a table.
 
 ``python evaluate.py model.path=DIR eval=embedded`` scores a checkpoint the chain produced
-(``outputs/artifacts/model/<key>/model``) or any Hugging Face model folder;
-``python evaluate.py`` scores the configured start model. Scores go through the same
-artifact store as train.py, so scoring a model twice with the same settings does no work.
+(``outputs/artifacts/model/<key>/model``) or any Hugging Face model folder; ``model.path=ID``
+a hub model (at ``model.revision``) that is in the Hugging Face cache or on a reachable hub;
+``python evaluate.py`` scores the configured start model. A ``model.path`` that is neither
+stops with exit code 2 before any work. Scores go through the same artifact store as
+train.py, so scoring a model twice with the same settings does no work.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from evaluation.standalone import score
+from evaluation.standalone import describe, score
 from spin.config import ConfigError, register_schema
 from spin.pipeline import scores
 from spin.report import format_table
@@ -30,16 +32,16 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        ref, result = score(cfg, job_dir, hydra_cfg.job.override_dirname or cfg.name)
+        identity, result = score(cfg, job_dir, hydra_cfg.job.override_dirname or cfg.name)
     except ConfigError as err:
         log.error("Cannot evaluate: %s", err)
         sys.exit(2)
-    print(f"\nModel: {ref.location} (key {ref.key})")
+    print(f"\nModel: {describe(identity)}")
     print(f"Outputs: {job_dir}")
     if result:
         seconds = result["summary"]["seconds"]
         print(f"Scoring time: {seconds:.0f} s (when first scored)\n")
-    print(format_table([(cfg.model.name, scores(result))]))
+    print(format_table([(cfg.model.path or cfg.model.name, scores(result))]))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from spin.data import DataError
 from spin.job import run_job
 from spin.models import CheckpointError
 from spin.planning import build_plan, format_plan
+from spin.planning.fidelity import difference_lines
 from spin.report import format_report
 
 register_schema()
@@ -41,6 +42,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.dry_run:
             validate(cfg)
             print(format_plan(build_plan(cfg)))
+            print("\n".join(difference_lines(cfg)))
             return
         report = run_job(cfg, job_dir, job_name)
     except ConfigError as err:

@@ -3,9 +3,10 @@
 :mod:`evaluation.plan` resolves the ``eval`` config section into task plans (and the
 artifact spec), :mod:`evaluation.runner` checks them and runs them on a loaded model,
 :mod:`evaluation.summary` reads one score per task (with its standard error and
-per-document values) and their average, and
-``evaluation/tasks`` holds the embedded lm-eval task files (usable with ``lm_eval
---include_path evaluation/tasks`` too), built by :mod:`evaluation.data`.
+per-document values) and their average, :mod:`evaluation.fewshot` records where each
+task's few-shot examples came from, and ``evaluation/tasks`` holds the embedded lm-eval task
+files (usable with ``lm_eval --include_path evaluation/tasks`` too), built by
+:mod:`evaluation.data`.
 """
 
 from evaluation.availability import DatasetUnavailable

@@ -1,10 +1,12 @@
 """What the ``eval`` config section asks lm-eval to run, resolved before any work.
 
 A :class:`TaskPlan` is one requested task with everything its score depends on: few-shot
-count, the metric read from lm-eval's results, and where its documents come from (the hub,
-a local copy, the files that ship in ``evaluation/tasks``, or a user's JSONL file). The
-artifact spec is built from plans, so a model is scored again exactly when one of these
-changes, and never because of a setting that does not change the numbers (batch size).
+count and the split its examples come from, stop sequences, the metric read from lm-eval's
+results, and where its documents come from (the hub, a local copy, the files that ship in
+``evaluation/tasks``, or a user's JSONL file). The artifact spec is built from plans, so a
+model is scored again exactly when one of these changes, and never because of a setting that
+does not change the numbers (batch size). Settings added since the first scores enter the
+spec only when set, so scores made before them keep their keys.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class TaskPlan:
     data_files: dict[str, Path] = field(default_factory=dict)
     # template field -> the user's field
     fields: dict[str, str] = field(default_factory=dict)
+    # The split few-shot examples are drawn from; None: the task's own choice.
+    fewshot_split: str | None = None
+    # Stop sequences of a generative task; None: the task's own.
+    until: tuple[str, ...] | None = None
 
     @property
     def is_user_set(self) -> bool:
@@ -97,7 +103,33 @@ def _plan(name: str, settings: Any) -> TaskPlan:
         )
     dataset_path = settings.dataset_path if settings is not None else None
     data_files = _embedded_files(name) if name in EMBEDDED and dataset_path is None else {}
-    return TaskPlan(name, name, num_fewshot, metric, dataset_path, data_files)
+    fewshot_split = settings.fewshot_split if settings is not None else None
+    if data_files and fewshot_split is not None and fewshot_split not in data_files:
+        raise ConfigError(
+            f"eval.settings.{name}.fewshot_split={fewshot_split!r}: the task's files have the "
+            f"splits {sorted(data_files)}"
+        )
+    until = _until(name, settings.until) if settings is not None else None
+    return TaskPlan(
+        name,
+        name,
+        num_fewshot,
+        metric,
+        dataset_path,
+        data_files,
+        fewshot_split=fewshot_split,
+        until=until,
+    )
+
+
+def _until(name: str, until: Any) -> tuple[str, ...] | None:
+    if until is None:
+        return None
+    if not all(isinstance(stop, str) and stop for stop in until):
+        raise ConfigError(
+            f"eval.settings.{name}.until={list(until)!r} must be a list of non-empty strings"
+        )
+    return tuple(until)
 
 
 def _embedded_files(name: str) -> dict[str, Path]:
@@ -110,6 +142,11 @@ def _embedded_files(name: str) -> dict[str, Path]:
 
 def _user_plan(name: str, settings: Any) -> TaskPlan:
     key = f"eval.settings.{name}"
+    if settings.fewshot_split is not None or settings.until is not None:
+        raise ConfigError(
+            f"{key}: fewshot_split and until apply to lm-eval's and the embedded tasks; a "
+            f"user's set takes its examples from {key}.fewshot_path and its template's stops"
+        )
     if settings.template not in TEMPLATE_FIELDS:
         raise ConfigError(
             f"{key}.template={settings.template!r}: a user's set is scored like one of the "
@@ -156,6 +193,17 @@ def content_hash(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def system_turn(cfg: Any) -> str | None:
+    """The system turn rendered before every chat-formatted prompt: ``eval.system_prompt``
+    under the chat template, and None without it (a plain-text prompt has no turns)."""
+    return cfg.system_prompt if cfg.apply_chat_template else None
+
+
+def _when_set(**settings: Any) -> dict[str, Any]:
+    """The settings that are not None: what a spec gains from a setting added later."""
+    return {key: value for key, value in settings.items() if value is not None}
+
+
 def eval_spec(cfg: Any, plans: list[TaskPlan]) -> dict[str, Any]:
     """Exactly the settings and data that determine the scores (the artifact spec)."""
     from lm_eval import __version__ as lm_eval_version
@@ -172,13 +220,16 @@ def eval_spec(cfg: Any, plans: list[TaskPlan]) -> dict[str, Any]:
                 "fields": p.fields,
                 "data": content_hash(p.sources()) if p.sources() else None,
             }
+            | _when_set(
+                fewshot_split=p.fewshot_split, until=None if p.until is None else list(p.until)
+            )
             for p in plans
         },
         "limit": cfg.limit,
         "max_new_tokens": cfg.max_new_tokens,
         "apply_chat_template": cfg.apply_chat_template,
         "seed": cfg.seed,
-    }
+    } | _when_set(system_prompt=system_turn(cfg))
 
 
 def by_fewshot(plans: list[TaskPlan]) -> list[tuple[int | None, list[TaskPlan]]]:

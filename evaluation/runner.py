@@ -9,7 +9,8 @@ malformed user file) is checked by :func:`prepare`, before the model is loaded.
 
 Each call's stored output keeps, in place of lm-eval's per-sample records, only every
 document's metric values (``items``, see :func:`evaluation.summary.document_values`): what a
-paired comparison of two models on the same documents needs, at a fraction of the size.
+paired comparison of two models on the same documents needs, at a fraction of the size. The
+summary records, per task, where its few-shot examples came from (:mod:`evaluation.fewshot`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from evaluation.availability import check_reachable
-from evaluation.plan import TaskPlan, by_fewshot
+from evaluation.fewshot import plan_source
+from evaluation.plan import TaskPlan, by_fewshot, system_turn
 from evaluation.summary import document_values, summarize
 from evaluation.tasks_index import lm_eval_task, task_manager
 from evaluation.userdata import write_converted
@@ -47,17 +49,36 @@ class PreparedTasks:
     plans: list[TaskPlan]
     manager: TaskManager
     specs: dict[str, str | Task | Group]
+    # Where user sets were converted to: the directory the evaluation writes into.
+    work: Path
 
 
 class LoadedModel(HFLM):
-    """HFLM around a model object. Its model info asks the hub for a commit hash of
-    ``pretrained``, which for a model object is no hub id: a network call that cannot succeed."""
+    """HFLM around a model object, rendering the configured system turn.
+
+    Its model info asks the hub for a commit hash of ``pretrained``, which for a model
+    object is no hub id: a network call that cannot succeed. lm-eval drops an empty system
+    instruction (a falsy string), whereas a model trained with an empty system turn (as
+    zephyr-7b-sft-full was) should be scored with one: the turn is added here to every chat
+    history that lacks one.
+    """
+
+    def __init__(self, *args: Any, system_prompt: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.system_prompt = system_prompt
 
     def get_model_info(self) -> dict[str, Any]:
         return {
             "model_num_parameters": self.model.num_parameters(),
             "model_dtype": str(self.model.dtype),
         }
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        if self.system_prompt is not None and chat_history[0]["role"] != "system":
+            chat_history = [{"role": "system", "content": self.system_prompt}, *chat_history]
+        return super().apply_chat_template(chat_history, add_generation_prompt)
 
 
 def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
@@ -71,7 +92,7 @@ def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
         if plan.is_user_set:
             files = write_converted(plan.data_files, plan.base, plan.fields, work / plan.name)
         specs[plan.name] = lm_eval_task(manager, plan, files)
-    return PreparedTasks(plans, manager, specs)
+    return PreparedTasks(plans, manager, specs, work)
 
 
 def run_tasks(
@@ -84,7 +105,12 @@ def run_tasks(
     is read instead of computed.
     """
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    lm = LoadedModel(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    lm = LoadedModel(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=cfg.batch_size,
+        system_prompt=system_turn(cfg),
+    )
     start = time.perf_counter()
     outputs: dict[str, dict[str, Any]] = {}
     by_plan: dict[str, dict[str, Any]] = {}
@@ -101,6 +127,11 @@ def run_tasks(
         outputs[name] = {k: v for k, v in output.items() if k != "items"}
         by_plan |= {p.name: output for p in plans}
     summary = summarize(prepared.plans, by_plan)
+    for plan in prepared.plans:
+        n_shot = by_plan[plan.name]["n-shot"]
+        summary["tasks"][plan.name]["fewshot"] = plan_source(
+            prepared.specs[plan.name], n_shot, prepared.work
+        )
     summary |= {
         "seconds": time.perf_counter() - start,
         "settings": {
@@ -108,6 +139,7 @@ def run_tasks(
             "batch_size": cfg.batch_size,
             "max_new_tokens": cfg.max_new_tokens,
             "apply_chat_template": cfg.apply_chat_template,
+            "system_prompt": system_turn(cfg),
             "seed": cfg.seed,
             "device": str(model.device),
             "dtype": str(model.dtype),
@@ -142,6 +174,7 @@ def _evaluate(
         limit=cfg.limit,
         task_manager=prepared.manager,
         log_samples=True,
+        system_instruction=system_turn(cfg),
         apply_chat_template=cfg.apply_chat_template,
         fewshot_as_multiturn=cfg.apply_chat_template,
         gen_kwargs={"max_gen_toks": cfg.max_new_tokens} if cfg.max_new_tokens else None,

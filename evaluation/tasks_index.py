@@ -54,36 +54,69 @@ def _entry(manager: TaskManager, name: str) -> Any:
     return entry
 
 
-def lm_eval_task(
-    manager: TaskManager, plan: TaskPlan, data_files: dict[str, Path] | None = None
-) -> str | Task | Group:
-    """What ``simple_evaluate`` is given for ``plan``: the registered name when nothing is
-    overridden, else the task (or group) built with the overrides as a patch of its
-    registered definition, which loads its documents now.
-
-    lm-eval takes an inline config dict as a whole definition, not a patch, and hands a
-    group dict's own keys down to its members; the registry's builder applies a patch the
-    way a group applies one to its members, so the override is built through it.
-    """
+def _overrides(entry: Any, plan: TaskPlan, files: dict[str, Path]) -> dict[str, Any]:
+    """The patch of the registered definition that ``plan``'s settings ask for."""
     overrides: dict[str, Any] = {}
     if plan.dataset_path is not None:
         overrides["dataset_path"] = plan.dataset_path
-    files = data_files if data_files is not None else plan.data_files
     if files:
         overrides["dataset_kwargs"] = {"data_files": {k: str(v) for k, v in files.items()}}
         if "train" not in files:
             overrides["fewshot_split"] = None
+    if plan.fewshot_split is not None:
+        overrides["fewshot_split"] = plan.fewshot_split
+    if plan.until is not None:
+        overrides["generation_kwargs"] = _stopped_at(entry, plan)
     if plan.is_user_set:
         overrides["task"] = plan.name
-    if not overrides:
-        return plan.name
-    entry = _entry(manager, plan.base)
-    if entry.kind == Kind.TAG:
+    return overrides
+
+
+def _stopped_at(entry: Any, plan: TaskPlan) -> dict[str, Any]:
+    """The task's generation settings with ``plan.until`` as its stop sequences (a patch
+    replaces a key whole, so the task's other generation settings are carried over)."""
+    config = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else entry.cfg
+    if config.get("output_type") != "generate_until":
         raise ConfigError(
-            f"eval.settings.{plan.name}: {plan.base!r} is an lm-eval tag; list its tasks "
-            "in eval.tasks to override where their data comes from"
+            f"eval.settings.{plan.name}.until: {plan.base!r} does not generate text (its "
+            f"output_type is {config.get('output_type')!r}); stop sequences apply to "
+            "generate_until tasks"
         )
-    return manager._factory.build(entry, overrides=overrides, registry=manager.task_index)
+    return {**(config.get("generation_kwargs") or {}), "until": list(plan.until)}
+
+
+def lm_eval_task(
+    manager: TaskManager, plan: TaskPlan, data_files: dict[str, Path] | None = None
+) -> str | Task | Group:
+    """What ``simple_evaluate`` is given for ``plan``: the task (or group) built from its
+    registered definition, patched with the plan's overrides, its documents loaded now (so a
+    data set that fails to load fails before the model is loaded); a tag's name as it is,
+    since a tag is no task lm-eval reports on.
+
+    Built here rather than by ``simple_evaluate`` so the objects are at hand afterwards,
+    to record where each task's few-shot examples came from. lm-eval takes an inline config
+    dict as a whole definition, not a patch, and hands a group dict's own keys down to its
+    members; the registry's builder applies a patch the way a group applies one to its
+    members, so the task is built through it.
+    """
+    entry = _entry(manager, plan.base)
+    overrides = _overrides(entry, plan, data_files if data_files is not None else plan.data_files)
+    if entry.kind == Kind.TAG:
+        if overrides:
+            raise ConfigError(
+                f"eval.settings.{plan.name}: {plan.base!r} is an lm-eval tag; list its tasks "
+                "in eval.tasks to override where their data comes from"
+            )
+        return plan.name
+    try:
+        return manager._factory.build(entry, overrides=overrides, registry=manager.task_index)
+    except KeyError as err:
+        if plan.fewshot_split is None or err.args[:1] != (plan.fewshot_split,):
+            raise
+        raise ConfigError(
+            f"eval.settings.{plan.name}.fewshot_split={plan.fewshot_split!r}: the task's data "
+            "set has no such split"
+        ) from err
 
 
 def hub_datasets(manager: TaskManager, name: str) -> dict[str, str | None]:

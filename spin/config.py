@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, ValidationError
 
 
 class ConfigError(ValueError):
@@ -30,6 +30,10 @@ class ModelConfig:
     # an installed package or directory; "hub" loads a local directory or a hub id.
     source: str = "hub"
     path: str | None = None
+    # The hub revision (commit, branch or tag) of a model loaded by hub id: model and
+    # tokenizer, in every stage and in scoring; a local directory is used as it is. Part of
+    # the start model's key when set. None: the hub's main branch.
+    revision: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
     dtype: str = "float32"
@@ -39,6 +43,12 @@ class ModelConfig:
     # last tokens in generation and training alike, with a warning; "reject" stops the run
     # before any model work, naming the record.
     prompt_overflow: str = "truncate"
+    # prompt: every prompt over max_prompt_length is cut (as prompt_overflow says) in
+    # generation and training alike; pair: the official SPIN code's rule, under which
+    # generation never cuts a prompt and training cuts one only when it and the longer
+    # response of its pair exceed max_length (then both responses too, to
+    # max_length - max_prompt_length tokens).
+    truncation: str = "prompt"
     max_length: int = 512
     seed: int = 0
     # Parameter count, for dry-run compute estimates of models that are not at hand.
@@ -60,6 +70,10 @@ class DataConfig:
     messages_field: str | None = None
     n_train: int | None = None
     n_test: int | None = None
+    # Which n_train records of a loaded data set: "first" in file order, or "random", a
+    # sample seeded by data.seed (the paper samples its 50k UltraChat prompts at random).
+    # Samples nest: a larger n_train keeps every record of a smaller one.
+    selection: str = "first"
     seed: int = 0
     difficulty: list[int] = field(default_factory=lambda: [2, 3])
     deduplicate: bool = True
@@ -78,7 +92,8 @@ class LossConfig:
 
 @dataclass
 class GenerationConfig:
-    """Self-play generation; ``prompt_format`` is shared by generation and training."""
+    """Self-play generation; ``prompt_format`` is shared by generation and training unless
+    ``train_prompt_format`` names another one for training."""
 
     # hf: transformers' generate; vllm: a vLLM engine (pip install -e '.[vllm]'), fed the
     # same prompt ids and settings, writing the same shards (spin/generation.py).
@@ -92,6 +107,14 @@ class GenerationConfig:
     # "chat" uses the tokenizer's chat template; any other string is a template with a
     # "{prompt}" placeholder, e.g. "### Instruction: {prompt}\n\n### Response: ".
     prompt_format: str = "chat"
+    # The format training scores prompts in, when it is not prompt_format (None): the
+    # official code generates with "### Instruction: {prompt}\n\n### Response: " and trains
+    # in the chat template (generation=official_hf). Same values as prompt_format.
+    train_prompt_format: str | None = None
+    # The system turn before the user turn in every chat-formatted prompt (generation,
+    # training and chat-format evaluation alike): None renders no system turn; "" an empty
+    # one, as zephyr-7b-sft-full was trained and the official SPIN training formats prompts.
+    system_prompt: str | None = None
     seed: int = 0
 
 
@@ -110,6 +133,9 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     precision: str = "fp32"
     gradient_checkpointing: bool = False
+    # Batches of pairs of similar length (less padding); false: a plain seeded shuffle, as
+    # the official SPIN code orders its batches. Either order resumes exactly after a kill.
+    group_by_length: bool = True
     ref_batch_size: int = 16
     logging_steps: int = 1
     seed: int = 42
@@ -126,6 +152,22 @@ class TrainerConfig:
 
 
 @dataclass
+class GivenPairsConfig:
+    """A data set of pairs an iteration trains on instead of generating its own
+    (``spin.given_pairs.<t>``), e.g. the authors' released UCLA-AGI/SPIN_iter0: per row, two
+    chats of a user turn and an assistant turn (spin/data/released.py)."""
+
+    # A hub id, a local .jsonl/.json/.parquet file, or a directory in the hub layout.
+    path: str | None = None
+    split: str = "train"
+    real_field: str = "real"
+    generated_field: str = "generated"
+    # Pairs to train on, drawn with ``seed`` and kept in file order; None: all.
+    n: int | None = None
+    seed: int = 0
+
+
+@dataclass
 class SpinConfig:
     """How the iterations are chained."""
 
@@ -133,6 +175,10 @@ class SpinConfig:
     mix_previous: bool = True
     # Drop pairs whose generated response equals the real one (they carry no gradient).
     drop_identical: bool = False
+    # Iteration number -> GivenPairsConfig fields: a data set whose pairs that iteration
+    # trains on instead of generating, e.g. +spin.given_pairs.0.path=UCLA-AGI/SPIN_iter0
+    # (checked by validate; read with given_pairs_config).
+    given_pairs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -245,6 +291,14 @@ class EvalTaskConfig:
     metric: str | None = None
     # A local copy of the task's hub data set (a directory in the hub layout, or another id).
     dataset_path: str | None = None
+    # The split few-shot examples are drawn from (lm-eval's fewshot_split), e.g. "train";
+    # None: the task's own (its fewshot_split, else its training, validation, test split).
+    # Naming the split a task already uses can still change the draws of a task without a
+    # test split (HellaSwag): lm-eval then stops drawing one extra example to exclude the
+    # evaluated document, which it does when the two splits compare equal (None == None).
+    fewshot_split: str | None = None
+    # Stop sequences of a generative task (lm-eval's generation_kwargs.until); None: the task's.
+    until: list[str] | None = None
     # A user's own JSONL set, scored with an embedded task's prompt and metric (``template``);
     # ``fields`` maps the template's field names to the file's, e.g. {question: prompt}.
     template: str | None = None
@@ -267,6 +321,10 @@ class EvalConfig:
     # Generation budget of generative tasks; None keeps each task's own.
     max_new_tokens: int | None = None
     apply_chat_template: bool = False
+    # The system turn before the user turn of chat-formatted prompts (apply_chat_template):
+    # None renders none, "" an empty one; the chain's own by default (generation.system_prompt).
+    system_prompt: str | None = "${generation.system_prompt}"
+    # Also lm-eval's few-shot seed: lm-eval 0.4.0 drew every task's examples with seed 1234.
     seed: int = 1234
     n_samples: int = 8
 
@@ -290,6 +348,23 @@ class PathsConfig:
 
 
 @dataclass
+class ReleasedModel:
+    """One model ``released.py`` scores: a hub id or a local copy, shown beside a row of the
+    paper's table (the entry's key in ``released.models``)."""
+
+    path: str = MISSING
+    revision: str | None = None
+
+
+@dataclass
+class ReleasedConfig:
+    """The authors' released models (conf/released.yaml): paper row (``sft``,
+    ``spin_iter0`` .. ``spin_iter3``, ``dpo``) -> where the model is."""
+
+    models: dict[str, ReleasedModel] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """The whole experiment; ``iter`` is the iteration to build up to and report."""
 
@@ -306,6 +381,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    released: ReleasedConfig = field(default_factory=ReleasedConfig)
     # iteration number -> IterationOverride fields (checked by validate)
     schedule: dict[str, Any] = field(default_factory=dict)
     name: str = "default"
@@ -318,7 +394,9 @@ ALLOWED = {
     "model.source": ("tiny", "gguf", "hub"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.prompt_overflow": ("truncate", "reject"),
+    "model.truncation": ("prompt", "pair"),
     "data.source": ("arith", "jsonl", "hf", "ultrachat"),
+    "data.selection": ("first", "random"),
     "generation.backend": ("hf", "vllm"),
     "trainer.optimizer": ("rmsprop", "adamw"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
@@ -439,18 +517,60 @@ def validate(cfg: DictConfig) -> None:
             f"model.max_prompt_length={cfg.model.max_prompt_length} must be smaller than "
             f"model.max_length={cfg.model.max_length}"
         )
-    fmt = cfg.generation.prompt_format
-    if fmt != "chat" and "{prompt}" not in fmt:
-        raise ConfigError(
-            f"generation.prompt_format={fmt!r} must be 'chat' or a template containing '{{prompt}}'"
-        )
+    for key in ("prompt_format", "train_prompt_format"):
+        fmt = cfg.generation[key]
+        if fmt is not None and fmt != "chat" and "{prompt}" not in fmt:
+            raise ConfigError(
+                f"generation.{key}={fmt!r} must be 'chat' or a template containing '{{prompt}}'"
+            )
     _validate_comparisons(cfg)
+    _validate_given_pairs(cfg)
     _validate_lora(cfg)
     if not cfg.dry_run:
         # A backend's package is checked before any work, not when generation starts.
         from spin.generation import require_backend
 
         require_backend(cfg.generation.backend)
+
+
+def _validate_given_pairs(cfg: DictConfig) -> None:
+    """Each ``spin.given_pairs`` entry: an iteration number naming a data set and its fields
+    (entries past ``iter`` are allowed and unused, so one setting serves a sweep over iter)."""
+    for key in cfg.spin.given_pairs:
+        prefix = f"spin.given_pairs.{key}"
+        if not str(key).isdigit():
+            raise ConfigError(f"{prefix}: keys are iteration numbers (0, 1, ...)")
+        given = given_pairs_config(cfg, int(key))
+        if not given.path:
+            raise ConfigError(
+                f"{prefix}.path is required: a hub id (e.g. UCLA-AGI/SPIN_iter0), a local "
+                ".jsonl/.json/.parquet file or a directory in the hub layout"
+            )
+        for name in ("split", "real_field", "generated_field"):
+            if not given[name]:
+                raise ConfigError(f"{prefix}.{name} is empty; expected a split or column name")
+        if given.n is not None and given.n < 1:
+            raise ConfigError(
+                f"{prefix}.n={given.n}: expected a positive number of pairs, or null for all"
+            )
+
+
+def given_pairs_config(cfg: DictConfig, t: int) -> DictConfig | None:
+    """Iteration ``t``'s ``spin.given_pairs`` entry with GivenPairsConfig's defaults and
+    types, or None when iteration ``t`` generates its pairs. The entries are a plain dict in
+    the schema so that ``+spin.given_pairs.0.path=...`` can add one from the command line."""
+    entry = cfg.spin.given_pairs.get(str(t))
+    if entry is None:
+        return None
+    prefix = f"spin.given_pairs.{t}"
+    if not isinstance(entry, DictConfig):
+        raise ConfigError(f"{prefix}={entry!r}: expected fields of GivenPairsConfig, e.g. path")
+    check_keys(entry, GivenPairsConfig, f"{prefix}.")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(GivenPairsConfig), entry)
+    except ValidationError as error:
+        reason = str(error.msg).splitlines()[0]  # without OmegaConf's key and type lines
+        raise ConfigError(f"{prefix}.{error.key}: {reason}") from error
 
 
 def _validate_lora(cfg: DictConfig) -> None:

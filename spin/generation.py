@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from spin.config import ConfigError
+from spin.models import hub_revision
 
 BACKENDS = ("hf", "vllm")
 # A sampled completion's seed: (generation.seed + its shard's index) * SEED_STRIDE + its place
@@ -307,12 +308,14 @@ class VLLMGenerator(ShardedGenerator):
         cfg: Any,
         dtype: str = "auto",
         trust_remote_code: bool = False,
+        revision: str | None = None,
     ):
         require_backend("vllm")
         super().__init__(tokenizer, cfg)
         self.location = str(location)
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
+        self.revision = hub_revision(location, revision)
         self._engine: Any = None
 
     def sampling_params(self, shard_index: int, count: int) -> list[Any]:
@@ -361,6 +364,8 @@ class VLLMGenerator(ShardedGenerator):
                 dtype=self.dtype,
                 seed=self.cfg.seed,
                 trust_remote_code=self.trust_remote_code,
+                revision=self.revision,
+                tokenizer_revision=self.revision,
             )
         return self._engine
 
@@ -379,6 +384,7 @@ def make_generator(
     cfg: Any,
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> ShardedGenerator:
     """The generation backend named by ``cfg.backend``.
 
@@ -386,7 +392,8 @@ def make_generator(
     directory: pass it (``model`` as a path) so no second copy sits in the accelerator's
     memory; given a loaded model it uses the directory the model was loaded from and its
     dtype. ``dtype`` (``model.dtype``'s names) is what vLLM computes in; None: the loaded
-    model's, or the checkpoint's own for a path.
+    model's, or the checkpoint's own for a path. ``revision`` (``model.revision``) is the
+    one vLLM loads a hub id at.
     """
     if cfg.backend == "hf":
         if isinstance(model, str | Path):
@@ -394,10 +401,12 @@ def make_generator(
         return HFGenerator(model, tokenizer, cfg)
     if cfg.backend == "vllm":
         if isinstance(model, str | Path):
-            return VLLMGenerator(model, tokenizer, cfg, dtype or "auto", trust_remote_code)
+            return VLLMGenerator(
+                model, tokenizer, cfg, dtype or "auto", trust_remote_code, revision
+            )
         loaded_dtype = str(model.dtype).removeprefix("torch.")
         return VLLMGenerator(
-            model.name_or_path, tokenizer, cfg, dtype or loaded_dtype, trust_remote_code
+            model.name_or_path, tokenizer, cfg, dtype or loaded_dtype, trust_remote_code, revision
         )
     raise ValueError(
         f"generation.backend={cfg.backend!r} is not available; expected one of {list(BACKENDS)}"

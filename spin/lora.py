@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from spin.config import ConfigError
-from spin.models import DTYPES, default_device, load_model, load_tokenizer
+from spin.models import DTYPES, default_device, hub_revision, load_model, load_tokenizer
 
 # peft's name for "every linear layer but the output head".
 ALL_LINEAR = "all-linear"
@@ -80,9 +80,9 @@ def require_quantization(quantize: str) -> None:
 def load_quantized(
     location: str | Path, model_cfg: DictConfig, quantize: str
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model at ``location`` with its linear layers in 4-bit NF4 with double quantization
-    (the QLoRA recipe), computing in ``model.dtype``; the tokenizer set up as
-    :func:`spin.models.load_model` sets it up."""
+    """The model at ``location`` (a hub id at ``model.revision``) with its linear layers in
+    4-bit NF4 with double quantization (the QLoRA recipe), computing in ``model.dtype``; the
+    tokenizer set up as :func:`spin.models.load_model` sets it up."""
     from transformers import BitsAndBytesConfig
 
     require_quantization(quantize)
@@ -99,8 +99,9 @@ def load_quantized(
         quantization_config=settings,
         device_map={"": default_device()},
         trust_remote_code=model_cfg.trust_remote_code,
+        revision=hub_revision(location, model_cfg.revision),
     )
-    tokenizer = load_tokenizer(location, model_cfg.trust_remote_code)
+    tokenizer = load_tokenizer(location, model_cfg.trust_remote_code, model_cfg.revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -111,7 +112,10 @@ def load_quantized(
 
 def add_adapters(model: PreTrainedModel, lora: DictConfig) -> PreTrainedModel:
     """``model`` in fresh LoRA adapters; only the adapters train. A new adapter's second
-    matrix is zero, so before the first step the model computes exactly what ``model`` did."""
+    matrix is zero, so before the first step the model computes exactly what ``model`` did.
+    peft makes the adapters float32 on a 16-bit base (its ``autocast_adapter_dtype``), so
+    they train as float32 master weights (spin/precision.py) while the base stays in
+    ``model.dtype``."""
     from peft import LoraConfig, get_peft_model
 
     targets = list(lora.target_modules)
@@ -139,7 +143,9 @@ def trainable_model(
     if quantized(cfg):
         model, tokenizer = load_quantized(location, cfg.model, cfg.lora.quantize)
     else:
-        model, tokenizer = load_model(location, cfg.model.dtype, cfg.model.trust_remote_code)
+        model, tokenizer = load_model(
+            location, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.revision
+        )
     return add_adapters(model, cfg.lora), tokenizer
 
 
@@ -159,5 +165,7 @@ def merge_adapters(
     policy.save_pretrained(adapter_dir)
     if not quantized(cfg):
         return policy.merge_and_unload()
-    base, _ = load_model(base_location, cfg.model.dtype, cfg.model.trust_remote_code)
+    base, _ = load_model(
+        base_location, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.revision
+    )
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()

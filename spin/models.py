@@ -39,6 +39,9 @@ CHATML_TEMPLATE = (
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Weight files of a model directory, safetensors or PyTorch, whole or sharded.
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+MODEL_FILES = "config.json plus *.safetensors or pytorch_model*.bin weights"
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -128,16 +131,23 @@ def materialize_start_model(cfg, out_dir: Path) -> None:
 
 
 def load_model(
-    location: str | Path, dtype: str = "float32", trust_remote_code: bool = False
+    location: str | Path,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a model directory or hub id with a tokenizer ready for batched generation."""
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    """Load a model directory or hub id (at ``revision``, see :func:`hub_revision`) with a
+    tokenizer ready for batched generation."""
+    tokenizer = load_tokenizer(location, trust_remote_code, revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+            location,
+            dtype=DTYPES[dtype],
+            trust_remote_code=trust_remote_code,
+            revision=hub_revision(location, revision),
         )
     except Exception as err:
         damaged = unreadable_weights(Path(location))
@@ -180,10 +190,81 @@ def unreadable_weights(location: Path) -> Path | None:
 
 
 def load_tokenizer(
-    location: str | Path, trust_remote_code: bool = False
+    location: str | Path, trust_remote_code: bool = False, revision: str | None = None
 ) -> PreTrainedTokenizerBase:
     """The tokenizer alone: checks of the data (prompt lengths) run before any model loads."""
-    return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(
+        location, trust_remote_code=trust_remote_code, revision=hub_revision(location, revision)
+    )
+
+
+def hub_revision(location: str | Path, revision: str | None) -> str | None:
+    """The revision to load ``location`` at: ``model.revision`` for a hub id; None for a
+    local directory (a trained iterate, a user's copy), which is used as it is."""
+    return None if Path(location).is_dir() else revision
+
+
+def is_model_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a model transformers can load: config.json and weights."""
+    has_weights = any(next(directory.glob(pattern), None) for pattern in WEIGHT_FILES)
+    return (directory / "config.json").is_file() and has_weights
+
+
+def is_hub_id(location: str) -> bool:
+    """Whether ``location`` is spelled as a hub repository id (``owner/name`` or ``name``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(location)
+    except HFValidationError:
+        return False
+    return True
+
+
+def location_problem(location: str, revision: str | None) -> str | None:
+    """Why ``location`` is neither a local model directory nor a hub id whose model can be
+    loaded here, in words that follow it; None when it is one of them."""
+    local = Path(location)
+    if local.is_dir():
+        return None if is_model_dir(local) else f"is a directory without a model ({MODEL_FILES})"
+    if local.exists():
+        return "is a file, not a model directory"
+    elsewhere = "is not a directory on this machine"
+    if not is_hub_id(location):
+        return f"{elsewhere}, nor a hub id (owner/name)"
+    problem = hub_model_problem(location, revision)
+    return None if problem is None else f"{elsewhere}, and as a hub id {problem}"
+
+
+def download_command(repo_id: str, revision: str | None) -> str:
+    """The command that puts a hub model into the local Hugging Face cache (``HF_HOME``),
+    run where the hub is reachable; the cache folder can then be copied to an offline node."""
+    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+
+
+def hub_model_problem(repo_id: str, revision: str | None) -> str | None:
+    """Why the hub model ``repo_id`` (at ``revision``) cannot be loaded here, or None when it
+    can: its config and weights are in the local Hugging Face cache, or the hub has it."""
+    from huggingface_hub import HfApi, is_offline_mode, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if isinstance(cached, str) and is_model_dir(Path(cached).parent):
+        return None
+    uncached = "is not in the local Hugging Face cache" + (
+        f" at revision {revision}" if revision else ""
+    )
+    if is_offline_mode():
+        return f"{uncached} and offline mode is on (HF_HUB_OFFLINE=1)"
+    try:
+        HfApi().model_info(repo_id, revision=revision)
+    except RevisionNotFoundError:
+        return f"has no revision {revision!r} on the hub"
+    except RepositoryNotFoundError:
+        return "is not a model on the hub (or a private one: log in with `hf auth login`)"
+    except Exception as err:  # any failure to reach the hub: network, proxy, server
+        return f"{uncached} and the hub cannot be reached ({err})"
+    return None
 
 
 def default_device() -> torch.device:

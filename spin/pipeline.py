@@ -22,6 +22,7 @@ import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,14 @@ from evaluation import (
 )
 from spin import distributed
 from spin.artifacts import Artifact, ArtifactStore, read_json, spec_key, write_json
-from spin.config import IterationSettings, iteration_settings
-from spin.data import PromptFormatter, fingerprint, load_preferences, load_splits
+from spin.config import IterationSettings, given_pairs_config, iteration_settings
+from spin.data import (
+    PromptFormatter,
+    fingerprint,
+    load_given_pairs,
+    load_preferences,
+    load_splits,
+)
 from spin.generation import make_generator
 from spin.logprobs import reference_batches, reference_logps
 from spin.lora import (
@@ -51,8 +58,9 @@ from spin.lora import (
     reference_spec,
     trainable_model,
 )
-from spin.models import load_model, load_tokenizer, materialize_start_model
+from spin.models import hub_revision, load_model, load_tokenizer, materialize_start_model
 from spin.pairs import ReferenceMix, all_pairs, draw_pairs, mixed_reference, read_pairs, write_pairs
+from spin.precision import cast_saved_model, keep_fp32_masters, master_weights_spec
 from spin.sft import encode_sft, train_sft
 from spin.tracking import Tracker
 from spin.trainer import last_checkpoint, train_pairs, training_arguments
@@ -110,19 +118,34 @@ class Pipeline:
         """Load a model, keeping the last one in memory: consecutive stages share it."""
         if self._loaded is None or self._loaded[0] != ref.key:
             self._loaded = None
+            cfg = self.cfg.model
             model, tokenizer = load_model(
-                ref.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code
+                ref.location, cfg.dtype, cfg.trust_remote_code, cfg.revision
             )
             self._loaded = (ref.key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 
+    def identity(self, model: ModelRef) -> dict[str, Any]:
+        """Which model a score belongs to: where it loads from (a directory or a hub id), the
+        hub revision (None for a directory, used as it is) and its artifact key. An eval
+        artifact is shared by key, so its record names the location it was first scored at."""
+        revision = hub_revision(model.location, self.cfg.model.revision)
+        return {"path": model.location, "revision": revision, "key": model.key}
+
     def load_private(self, ref: ModelRef) -> tuple[Any, Any]:
         """A copy to train: training mutates the weights, so the cached one is freed; with
-        ``lora.enabled``, in fresh adapters (spin/lora.py)."""
+        ``lora.enabled``, in fresh adapters (spin/lora.py). Loaded in ``model.dtype`` like
+        every model of the chain, its trainable weights then become float32 master weights
+        (spin/precision.py)."""
         self._loaded = None
         if self.cfg.lora.enabled:
-            return trainable_model(ref.location, self.cfg)
-        return load_model(ref.location, self.cfg.model.dtype, self.cfg.model.trust_remote_code)
+            model, tokenizer = trainable_model(ref.location, self.cfg)
+        else:
+            cfg = self.cfg.model
+            model, tokenizer = load_model(
+                ref.location, cfg.dtype, cfg.trust_remote_code, cfg.revision
+            )
+        return keep_fp32_masters(model), tokenizer
 
     def load_generator(self, ref: ModelRef) -> tuple[Any, Any]:
         """What generation runs on, and the tokenizer: the loaded model for the ``hf``
@@ -131,7 +154,8 @@ class Pipeline:
         if self.cfg.generation.backend != "vllm":
             return self.load(ref)
         self._loaded = None
-        return ref.location, load_tokenizer(ref.location, self.cfg.model.trust_remote_code)
+        cfg = self.cfg.model
+        return ref.location, load_tokenizer(ref.location, cfg.trust_remote_code, cfg.revision)
 
     def load_reference(self, ref: ModelRef) -> tuple[Any, Any]:
         """The frozen model of a reference pass: the model itself, or under QLoRA the 4-bit
@@ -141,17 +165,42 @@ class Pipeline:
         self._loaded = None
         return load_quantized(ref.location, self.cfg.model, self.cfg.lora.quantize)
 
-    def formatter(self, tokenizer: Any) -> PromptFormatter:
-        return PromptFormatter(tokenizer, self.cfg.generation.prompt_format)
+    def formatter(self, tokenizer: Any, training: bool = True) -> PromptFormatter:
+        """The prompt format of training, or with ``training=False`` of generation: one and
+        the same unless ``generation.train_prompt_format`` sets training's apart."""
+        gen = self.cfg.generation
+        fmt = gen.train_prompt_format if training and gen.train_prompt_format else None
+        return PromptFormatter(
+            tokenizer, fmt or gen.prompt_format, gen.system_prompt, self.cfg.model.truncation
+        )
+
+    def format_spec(self) -> dict[str, Any]:
+        """What a training-side artifact's key holds of the formatting: the prompt format, and
+        the system turn and truncation rule only when set, so earlier keys stay valid."""
+        gen = self.cfg.generation
+        spec: dict[str, Any] = {"prompt_format": gen.train_prompt_format or gen.prompt_format}
+        if gen.system_prompt is not None:
+            spec["system_prompt"] = gen.system_prompt
+        if self.cfg.model.truncation != "prompt":
+            spec["truncation"] = self.cfg.model.truncation
+        return spec
 
     def check_prompts(self, model: ModelRef, prompts: list[str], source: str) -> int:
-        """Prompts of ``source`` over ``model.max_prompt_length`` tokens, counted (or, with
-        ``model.prompt_overflow=reject``, refused) with only the tokenizer loaded, before the
-        stages that use them; every model of a chain shares its start model's tokenizer."""
-        tokenizer = load_tokenizer(model.location, self.cfg.model.trust_remote_code)
+        """Prompts of ``source`` over ``model.max_prompt_length`` tokens in the generation or
+        the training format, counted (or, with ``model.prompt_overflow=reject``, refused) with
+        only the tokenizer loaded, before the stages that use them; every model of a chain
+        shares its start model's tokenizer. Under ``model.truncation=pair`` no prompt is cut
+        up front (training cuts per pair), so none is counted."""
         cfg = self.cfg.model
-        return self.formatter(tokenizer).check_lengths(
-            prompts, cfg.max_prompt_length, cfg.prompt_overflow, source
+        if cfg.truncation == "pair":
+            return 0
+        tokenizer = load_tokenizer(model.location, cfg.trust_remote_code, cfg.revision)
+        sides = [True] if self.cfg.generation.train_prompt_format is None else [True, False]
+        return max(
+            self.formatter(tokenizer, training).check_lengths(
+                prompts, cfg.max_prompt_length, cfg.prompt_overflow, source
+            )
+            for training in sides
         )
 
     def long_prompts(self, model: ModelRef) -> int:
@@ -162,12 +211,16 @@ class Pipeline:
         return self._long_prompts
 
     def base_model(self) -> ModelRef:
+        """The configured start model, keyed by the settings that pick its weights; the hub
+        revision only when set, so the keys of runs made before it existed stay valid."""
         cfg = self.cfg.model
         spec = section(
             self.cfg,
             "model",
-            drop=("max_prompt_length", "prompt_overflow", "max_length", "n_params"),
+            drop=("max_prompt_length", "prompt_overflow", "truncation", "max_length", "n_params"),
         )
+        if cfg.revision is None:
+            del spec["model"]["revision"]
         if cfg.source == "hub":
             return ModelRef(spec_key(spec), cfg.path or cfg.name)
         artifact = self._artifact("model", spec, lambda work: materialize_start_model(cfg, work))
@@ -195,11 +248,11 @@ class Pipeline:
         spec = {
             "parent": parent.key,
             "sft_data": fingerprint(records),
-            "prompt_format": self.cfg.generation.prompt_format,
+            **self.format_spec(),
             "max_prompt_length": self.cfg.model.max_prompt_length,
             "max_length": self.cfg.model.max_length,
             "trainer": self._trainer_key(trainer),
-        } | lora_spec(self.cfg)
+        } | self._weights_spec()
 
         def build(work: Path) -> None:
             args = self._training_arguments(work, trainer)
@@ -222,11 +275,17 @@ class Pipeline:
         return ModelRef(artifact.key, str(artifact.path / "model")), artifact
 
     def generations(self, model: ModelRef, t: int) -> Artifact:
+        """Iteration ``t``'s pairs: ``model`` (M_t) answers every train prompt, unless
+        ``spin.given_pairs.<t>`` names a data set of pairs to take instead."""
+        if t in self.given:
+            return self.given_pairs(model, t)
         spec = {
             "model": model.key,
             "train": self.splits.train_fingerprint,
-            **section(self.cfg, "generation", drop=("batch_size",)),
+            **section(self.cfg, "generation", drop=("batch_size", "train_prompt_format")),
         }
+        if spec["generation"]["system_prompt"] is None:
+            del spec["generation"]["system_prompt"]
         # The cut changes what cut prompts are answered; prompts that fit keep the old key.
         max_prompt_length = self.cfg.model.max_prompt_length
         if self.long_prompts(model):
@@ -234,7 +293,7 @@ class Pipeline:
 
         def build(work: Path) -> None:
             policy, tokenizer = self.load_generator(model)
-            fmt = self.formatter(tokenizer)
+            fmt = self.formatter(tokenizer, training=False)
             records = self.splits.train
             completions, stats = self._generate(
                 policy,
@@ -257,6 +316,32 @@ class Pipeline:
 
         return self._artifact("generations", spec, build, together=True)
 
+    @cached_property
+    def given(self) -> dict[int, tuple[list[dict], dict[str, Any]]]:
+        """Iteration -> the pairs of its ``spin.given_pairs`` entry and where they came from,
+        for iterations 0..iter: read and validated once, when first asked for."""
+        entries = {t: given_pairs_config(self.cfg, t) for t in range(self.cfg.iter + 1)}
+        return {
+            t: load_given_pairs(given, f"spin.given_pairs.{t}", self.cfg.data.deduplicate)
+            for t, given in entries.items()
+            if given is not None
+        }
+
+    def given_pairs(self, model: ModelRef, t: int) -> Artifact:
+        """Iteration ``t``'s pairs read from a data set (e.g. the authors' released
+        SPIN_iter0) in the generations' layout, so t-1 mixing, the reference pass and
+        training take them as generated pairs. Keyed by their content alone: no model made
+        them, and generation settings do not touch them. ``model`` (M_t, whose tokenizer
+        every model of the chain shares) checks their prompts' lengths."""
+        pairs, source = self.given[t]
+        self.check_prompts(model, [p["prompt"] for p in pairs], f"spin.given_pairs.{t}")
+
+        def build(work: Path) -> None:
+            stats = {"generated_tokens": None, "seconds": None, "tokens_per_second": None}
+            write_pairs(work, [dict(p) for p in pairs], stats | {"source": source})
+
+        return self._artifact("given_pairs", {"given_pairs": fingerprint(pairs)}, build)
+
     def _generate(
         self,
         policy: Any,
@@ -272,7 +357,11 @@ class Pipeline:
         the blocks; the others get None."""
         cfg = self.cfg.generation
         model_cfg = self.cfg.model
-        backend = {"dtype": model_cfg.dtype, "trust_remote_code": model_cfg.trust_remote_code}
+        backend = {
+            "dtype": model_cfg.dtype,
+            "trust_remote_code": model_cfg.trust_remote_code,
+            "revision": model_cfg.revision,
+        }
         if distributed.world_size() == 1:
             generator = make_generator(policy, tokenizer, cfg, **backend)
             completions = generator.generate(
@@ -334,7 +423,7 @@ class Pipeline:
         spec = {
             "model": model.key,
             "generations": [g.key for g in gens],
-            "prompt_format": self.cfg.generation.prompt_format,
+            **self.format_spec(),
             "max_prompt_length": self.cfg.model.max_prompt_length,
             "max_length": self.cfg.model.max_length,
             "drop_identical": self.cfg.spin.drop_identical,
@@ -410,8 +499,9 @@ class Pipeline:
             n_identical += row["identical"]
             if row["identical"] and self.cfg.spin.drop_identical:
                 continue
-            real = fmt.encode(row["prompt"], row["real"], *lengths)
-            generated = fmt.encode(row["prompt"], row["generated"], *lengths)
+            real, generated = fmt.encode_pair(
+                row["prompt"], [row["real"], row["generated"]], *lengths
+            )
             examples.append(
                 {
                     "real_input_ids": real["input_ids"],
@@ -447,7 +537,7 @@ class Pipeline:
             "loss": loss,
             "trainer": self._trainer_key(trainer),
         }
-        spec |= lora_spec(self.cfg)
+        spec |= self._weights_spec()
 
         def build(work: Path) -> None:
             args = self._training_arguments(work, trainer)
@@ -486,7 +576,15 @@ class Pipeline:
         one process of batch N x b: each step trains on the same examples
         (spin/trainer.py), only the rounding differs."""
         step = trainer["batch_size"] * trainer["grad_accumulation"] * distributed.world_size()
-        return trainer | {"batch_size": step, "grad_accumulation": 1}
+        key = trainer | {"batch_size": step, "grad_accumulation": 1}
+        if key["group_by_length"]:
+            del key["group_by_length"]  # the default, absent from keys made before it existed
+        return key
+
+    def _weights_spec(self) -> dict[str, Any]:
+        """What a trained model's key adds about which weights train and how: the adapters
+        (nothing without LoRA) and, where it changed training, the float32 master weights."""
+        return lora_spec(self.cfg) | master_weights_spec(self.cfg)
 
     @staticmethod
     def _resume_point(work: Path) -> Path | None:
@@ -510,7 +608,8 @@ class Pipeline:
         tokens: float,
     ) -> None:
         """After every process has trained: the main process merges LoRA adapters and
-        saves the model, its history and statistics."""
+        saves the model in ``model.dtype`` (trained as float32 masters: spin/precision.py),
+        its history and statistics."""
         distributed.barrier()
         if not distributed.is_main():
             return
@@ -518,6 +617,7 @@ class Pipeline:
             policy = merge_adapters(policy, parent.location, work / "adapter", self.cfg)
             policy.save_pretrained(work / "model")
             tokenizer.save_pretrained(work / "model")
+        cast_saved_model(work / "model", self.cfg.model.dtype)
         write_json(work / "history.json", history)
         write_json(work / "stats.json", {"tokens_trained": int(tokens)})
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
@@ -531,7 +631,8 @@ class Pipeline:
 
     def evaluate(self, model: ModelRef) -> dict[str, Any]:
         """Score a model on the eval tasks: once per model and scoring settings, shared by
-        every job (the start model is scored once for all jobs that start from it)."""
+        every job (the start model is scored once for all jobs that start from it). The
+        results name the model that was scored (``summary.model``, see :meth:`identity`)."""
         plans = plan_tasks(self.cfg.eval)
         if not plans:
             return {}
@@ -542,6 +643,7 @@ class Pipeline:
             prepared = prepare(plans, work)  # fails here, before the model is loaded
             policy, tokenizer = self.load(model)
             results = run_tasks(prepared, policy, tokenizer, self.cfg.eval, work / "by_shots")
+            results["summary"]["model"] = self.identity(model)
             write_json(work / "results.json", results)
             shutil.rmtree(work / "by_shots")
 
@@ -560,6 +662,9 @@ class Pipeline:
     # ------------------------------------------------------------------ chain
     def run(self) -> dict[str, Any]:
         """Build what the job's ``baseline`` asks for; log each model; return the report."""
+        if self.cfg.baseline.name in ("none", "spin_dpo") and self.given:
+            # Read first: a malformed row stops the job before any model work.
+            log.info("Iterations %s train on given pairs (spin.given_pairs)", sorted(self.given))
         start, sft_stage = self.start_model()
         start_eval = self.evaluate(start)
         self._log_eval("start", None, start_eval, "SFT")

@@ -112,19 +112,22 @@ class ResumableOrder(FiniteLossTrainer):
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler:
         dataset = self.train_dataset if train_dataset is None else train_dataset
         column = self.args.length_column_name
+        strategy = self.args.train_sampling_strategy
         if (
-            self.args.train_sampling_strategy != "group_by_length"
+            strategy not in ("group_by_length", "random")
             or not isinstance(dataset, Dataset)
             or column not in dataset.column_names
         ):
             return super()._get_train_sampler(train_dataset)
+        # Equal lengths leave the seeded shuffle as it is: a random order that resumes alike.
+        lengths = dataset[column] if strategy == "group_by_length" else [1] * len(dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         # Grouped by the global batch: N processes then draw the order one process draws,
         # and the launcher deals its consecutive per-process batches out to them, so a step
         # trains on the same pairs whatever the process count (spin/distributed.py).
         args = self.args
         batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-        return EpochSeededLengthSampler(batch, dataset[column], seed)
+        return EpochSeededLengthSampler(batch, lengths, seed)
 
 
 class SPINTrainer(ResumableOrder):
@@ -258,6 +261,7 @@ def training_arguments(
     seed: int,
     logging_steps: int,
     save_steps: int | None = None,
+    group_by_length: bool = True,
 ) -> TrainingArguments:
     """TrainingArguments for one SPIN iteration; ``batch_size`` counts pairs per device.
 
@@ -266,11 +270,16 @@ def training_arguments(
     (:func:`last_checkpoint`): every that many optimizer steps, 0 for every
     ``AUTO_SAVE_FRACTION`` of the steps, None for no checkpoints. The last
     ``CHECKPOINTS_KEPT`` are kept. Every pair field is kept for the collator
-    (``remove_unused_columns=False``). Batches are drawn from groups of pairs of similar
-    packed length (the ``length`` column :func:`train_pairs` adds): the order is still
-    shuffled by the seed, but a batch pads its rows far less. Under DDP every trainable
-    parameter (the whole model, or the adapters of every targeted layer) takes part in each
-    forward, so DDP is told not to search the autograd graph for unused ones every step.
+    (``remove_unused_columns=False``). With ``group_by_length`` batches are drawn from
+    groups of pairs of similar packed length (the ``length`` column :func:`train_pairs`
+    adds): the order is still shuffled by the seed, but a batch pads its rows far less;
+    without it the order is a plain seeded shuffle, as the official SPIN code draws it.
+    Under DDP every trainable parameter (the whole model, or the adapters of every targeted
+    layer) takes part in each forward, so DDP is told not to search the autograd graph for
+    unused ones every step. ``precision`` bf16 or fp16 turns on the Trainer's autocast and
+    nothing else: the weights it updates must be float32 (the pipeline makes them so,
+    spin/precision.py), since 16-bit weights updated in place lose every step below half
+    their spacing.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"trainer.optimizer={optimizer!r}; expected one of {list(OPTIMIZERS)}")
@@ -304,7 +313,7 @@ def training_arguments(
         save_total_limit=CHECKPOINTS_KEPT,
         report_to=[],
         remove_unused_columns=False,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         length_column_name=LENGTH_COLUMN,
         disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(),

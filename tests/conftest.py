@@ -29,9 +29,17 @@ def compose_config(*overrides: str) -> DictConfig:
 
 def run_train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run train.py in a subprocess, as a user would."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    return run_entry("train.py", *args, check=check)
+
+
+def run_entry(
+    script: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run an entry point (train.py, evaluate.py, ...) in a subprocess, as a user would:
+    offline, with ``env`` added to the environment."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", **(env or {})}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -39,7 +47,7 @@ def run_train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         timeout=900,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 

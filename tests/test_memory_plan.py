@@ -75,13 +75,16 @@ def test_paper_zephyr_trains_under_zero3_over_8_a100s_by_hand():
     assert [o.setup.distributed for o in plan.options] == ["zero3"]
 
 
-def test_7b_full_fine_tune_on_one_80gb_gpu_does_not_fit_and_the_plan_says_lora():
-    # float32 weights: the one-device setup whose updates are not rounded away
-    plan = memory("trainer.world_size=1", "trainer.grad_accumulation=8", "model.dtype=float32")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_7b_full_fine_tune_on_one_80gb_gpu_does_not_fit_and_the_plan_says_lora(dtype):
+    # float32 master weights, gradients and RMSprop state whatever model.dtype, plus
+    # autocast's bf16 copy of every linear layer and the output head
+    plan = memory("trainer.world_size=1", "trainer.grad_accumulation=8", f"model.dtype={dtype}")
     train = stage(plan, "train")
     n = 7.24e9
+    copies = 2 * (32 * MISTRAL_LAYER_LINEAR + 32000 * 4096)
     assert train.parts["weights"] + train.parts["gradients"] + train.parts["optimizer"] == (
-        pytest.approx(3 * 4 * n)
+        pytest.approx(3 * 4 * n + copies)
     )
     assert not train.fits
     # ZeRO shards nothing over one device, so after checkpointing only adapters are left
@@ -92,7 +95,7 @@ def test_7b_full_fine_tune_on_one_80gb_gpu_does_not_fit_and_the_plan_says_lora()
     assert plan.options[-1].estimate.fits
     assert "does not fit as configured" in plan.recommendation
     assert plan.recommendation.endswith("lora=lora")
-    cfg = compose_config("experiment=paper_zephyr", "model.dtype=float32", "trainer.world_size=1")
+    cfg = compose_config("experiment=paper_zephyr", f"model.dtype={dtype}", "trainer.world_size=1")
     text = format_plan(build_plan(cfg))
     assert "NO" in text and "[lora=lora]" in text
 
@@ -123,18 +126,25 @@ def test_qlora_reference_pass_reads_the_4bit_copy():
 
 
 def test_checkpointing_is_recommended_when_it_is_enough():
+    # a 3B model (an estimated shape) on one GPU: float32 masters and AdamW fit beside the
+    # activations of one recomputed layer, not beside every layer's
     plan = memory(
-        "trainer.world_size=1", "trainer.optimizer=adamw", "trainer.gradient_checkpointing=false"
+        "model.name=other",
+        "model.n_params=3e9",
+        "trainer.world_size=1",
+        "trainer.optimizer=adamw",
+        "trainer.gradient_checkpointing=false",
     )
     first, second = plan.options
     assert not first.estimate.fits and second.estimate.fits
     assert second.overrides == "trainer.gradient_checkpointing=true"
     assert plan.recommendation.endswith("trainer.gradient_checkpointing=true")
-    # without checkpointing every layer keeps all its activations
-    per_layer = 7 * 4096 + 2 * 1024 + 4 * 14336
-    assert first.estimate.parts["activations"] == TOKENS * 32 * per_layer * 2
-    # and bf16 weights updated in place get a warning
-    assert any("rounded away" in note for note in plan.notes)
+    # without checkpointing every layer keeps all its activations, in bf16
+    arch = plan.architecture
+    per_layer = 7 * arch.hidden + 2 * arch.kv_width + 4 * arch.intermediate
+    assert first.estimate.parts["activations"] == TOKENS * arch.layers * per_layer * 2
+    # the note says why training holds float32 weights of a bf16 model
+    assert any("float32 master weights" in note for note in plan.notes)
 
 
 def test_sharding_is_recommended_over_several_devices():
@@ -142,10 +152,12 @@ def test_sharding_is_recommended_over_several_devices():
     assert [o.overrides for o in plan.options] == ["", "trainer.distributed=zero3"]
     zero3 = plan.options[-1].estimate
     n = 7.24e9
-    # float32 weights need no master copy: 4 + 4 + 2 x 4 bytes a parameter, over 8 devices
-    assert zero3.parts["optimizer"] == pytest.approx(8 * n / 8)
+    # DeepSpeed computes in bf16 whatever the loaded dtype: bf16 weights and gradients, a
+    # float32 master copy and two float32 AdamW states, over 8 devices
+    assert zero3.parts["weights"] == zero3.parts["gradients"] == pytest.approx(2 * n / 8)
+    assert zero3.parts["optimizer"] == pytest.approx((4 + 2 * 4) * n / 8)
     assert zero3.fits
-    assert not any("rounded away" in note for note in plan.notes)
+    assert not any("master weights" in note for note in plan.notes)
 
 
 def test_nothing_fits_names_the_devices_zero3_needs():

@@ -26,6 +26,7 @@ from spin.data.preferences import (
     load_preferences,
     load_ultrafeedback,
 )
+from spin.data.released import load_given_pairs
 
 __all__ = [
     "DataError",
@@ -35,6 +36,7 @@ __all__ = [
     "extract_answer",
     "fingerprint",
     "generate_arith",
+    "load_given_pairs",
     "load_preference_jsonl",
     "load_preferences",
     "load_splits",
@@ -144,6 +146,17 @@ def _load_user_data(cfg: Any) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
+def _select(records: list[dict], cfg: Any) -> list[dict]:
+    """``data.n_train`` records: the first ones, or (``data.selection=random``) those that
+    come first in an order shuffled by ``data.seed``, kept in file order. A larger sample
+    thus holds every record of a smaller one with the same seed."""
+    if cfg.selection != "random":
+        return records[: cfg.n_train]
+    order = list(range(len(records)))
+    random.Random(cfg.seed).shuffle(order)
+    return [records[i] for i in sorted(order[: cfg.n_train])]
+
+
 def load_splits(cfg: Any) -> Splits:
     """Train and test records for the ``data`` config section (a DataConfig or DictConfig)."""
     if cfg.source == "arith":
@@ -156,7 +169,7 @@ def load_splits(cfg: Any) -> Splits:
     else:
         train, test = _load_user_data(cfg)
         if cfg.n_train:
-            train = train[: cfg.n_train]
+            train = _select(train, cfg)
         if cfg.n_test:
             test = test[: cfg.n_test]
     return Splits(train, test)

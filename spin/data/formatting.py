@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 CHAT = "chat"
 # model.prompt_overflow: what happens to a prompt longer than model.max_prompt_length.
 TRUNCATE, REJECT = "truncate", "reject"
+# model.truncation: "prompt" cuts every prompt over model.max_prompt_length, in generation
+# and training alike; "pair" is the official SPIN code's rule: generation never cuts, and
+# training cuts a prompt only when it and the longer response of its pair exceed
+# model.max_length (then both responses to max_length - max_prompt_length as well).
+PROMPT, PAIR = "prompt", "pair"
 EXAMPLE_TEMPLATE = "### Instruction: {prompt}\\n\\n### Response: "
 # A stand-in prompt for deriving the assistant turn's rendering when no prompt is given.
 PLACEHOLDER_PROMPT = "Hello"
@@ -34,7 +39,13 @@ class PromptFormatter:
     ``{prompt}`` placeholder, after which the response is followed by the EOS token.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_format: str = CHAT) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt_format: str = CHAT,
+        system_prompt: str | None = None,
+        truncation: str = PROMPT,
+    ) -> None:
         if prompt_format == CHAT and not getattr(tokenizer, "chat_template", None):
             raise ValueError(
                 "generation.prompt_format='chat' needs a tokenizer with a chat template, and "
@@ -53,12 +64,26 @@ class PromptFormatter:
             )
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
+        if truncation not in (PROMPT, PAIR):
+            raise ValueError(f"model.truncation={truncation!r}; expected one of {[PROMPT, PAIR]}")
+        self.system_prompt = system_prompt
+        self.truncation = truncation
+
+    def _turns(self, prompt: str) -> list[dict[str, str]]:
+        """The chat turns before the response: the system turn when one is configured (an
+        empty one counts: zephyr-7b-sft-full was trained with it), then the user turn."""
+        system = (
+            []
+            if self.system_prompt is None
+            else [{"role": "system", "content": self.system_prompt}]
+        )
+        return [*system, {"role": "user", "content": prompt}]
 
     def prompt_text(self, prompt: str) -> str:
         """The exact text generation feeds to the model."""
         if self.prompt_format == CHAT:
             return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+                self._turns(prompt), add_generation_prompt=True, tokenize=False
             )
         # str.replace rather than str.format: user templates may contain other braces.
         return self.prompt_format.replace("{prompt}", prompt)
@@ -70,8 +95,7 @@ class PromptFormatter:
             return response + self.tokenizer.eos_token
         head = self.prompt_text(prompt)
         full = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-            tokenize=False,
+            [*self._turns(prompt), {"role": "assistant", "content": response}], tokenize=False
         )
         if not full.startswith(head):
             raise ValueError(
@@ -85,9 +109,12 @@ class PromptFormatter:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, prompt: str, max_prompt_length: int) -> list[int]:
-        """The token ids of ``prompt_text(prompt)`` that generation feeds and training scores:
-        an over-long prompt loses its beginning (the question sits at the end)."""
+        """The token ids of ``prompt_text(prompt)`` that generation feeds: an over-long prompt
+        loses its beginning (the question sits at the end); under ``truncation="pair"`` no
+        prompt is cut for generation, as the official generation script cuts none."""
         ids = self._ids(self.prompt_text(prompt))
+        if self.truncation == PAIR:
+            return ids
         return ids[max(0, len(ids) - max_prompt_length) :]
 
     def check_lengths(
@@ -133,21 +160,41 @@ class PromptFormatter:
     def encode(
         self, prompt: str, response: str, max_prompt_length: int, max_length: int
     ) -> dict[str, list[int]]:
-        """Token ids of prompt + response and a mask that is 1 exactly on the response tokens.
+        """Token ids of prompt + response and a mask that is 1 exactly on the response tokens
+        (:meth:`encode_pair` with one response)."""
+        return self.encode_pair(prompt, [response], max_prompt_length, max_length)[0]
 
-        The two parts are tokenised separately so the boundary is exact. Over-long prompts
-        are cut by :meth:`prompt_ids`; over-long responses lose their end.
+    def encode_pair(
+        self, prompt: str, responses: Sequence[str], max_prompt_length: int, max_length: int
+    ) -> list[dict[str, list[int]]]:
+        """Each of ``responses`` after ``prompt`` as token ids and a response mask.
+
+        The prompt and the responses are tokenised separately so the boundary is exact.
+        ``truncation="prompt"``: the prompt is cut by :meth:`prompt_ids` and each response
+        loses its end where prompt + response exceed ``max_length``. ``"pair"`` (the official
+        code): the prompt keeps its last ``max_prompt_length`` tokens only when it and the
+        longest response exceed ``max_length``, and if they still do, every response keeps
+        its first ``max_length - max_prompt_length`` tokens.
         """
-        prompt_ids = self.prompt_ids(prompt, max_prompt_length)
-        budget = max_length - len(prompt_ids)
-        response_ids = self._ids(self.response_text(response, prompt))[: max(budget, 0)]
-        if not response_ids:
+        full = self._ids(self.prompt_text(prompt))
+        answers = [self._ids(self.response_text(r, prompt)) for r in responses]
+        if self.truncation == PAIR:
+            longest = max(len(a) for a in answers)
+            if len(full) + longest > max_length:
+                full = full[-max_prompt_length:]
+            budget = max_length - max_prompt_length
+            if len(full) + longest > max_length:
+                answers = [a[:budget] for a in answers]
+        else:
+            full = full[max(0, len(full) - max_prompt_length) :]
+            answers = [a[: max(max_length - len(full), 0)] for a in answers]
+        if not all(answers):
             raise ValueError(
-                f"no response token fits: prompt uses {len(prompt_ids)} of model.max_length="
+                f"no response token fits: prompt uses {len(full)} of model.max_length="
                 f"{max_length} tokens (model.max_prompt_length={max_prompt_length} must be "
                 "smaller than model.max_length), or the response is empty"
             )
-        return {
-            "input_ids": prompt_ids + response_ids,
-            "response_mask": [0] * len(prompt_ids) + [1] * len(response_ids),
-        }
+        return [
+            {"input_ids": full + a, "response_mask": [0] * len(full) + [1] * len(a)}
+            for a in answers
+        ]

@@ -7,8 +7,9 @@ out what is small or depends on kernels and drivers (the CUDA context, the alloc
 fragmentation, communication buffers), for which :data:`USABLE` keeps a tenth of the device
 free. Sizes are upper bounds where the plan's are (every sequence at its longest).
 
-Assumptions, stage by stage (bytes of one parameter: ``model.dtype``; of an activation:
-2 under ``trainer.precision`` bf16/fp16 or 16-bit weights, else 4):
+Assumptions, stage by stage (bytes of one parameter: ``model.dtype``, but 4 for the
+parameters training updates; of an activation: 2 where ``trainer.precision`` is bf16/fp16
+or the pass runs on 16-bit weights, else 4):
 
 - generation (HF backend): the weights, the key/value cache of ``generation.batch_size``
   sequences of ``model.max_prompt_length + generation.max_new_tokens`` tokens (two vectors
@@ -23,13 +24,19 @@ Assumptions, stage by stage (bytes of one parameter: ``model.dtype``; of an acti
 
   * the optimizer keeps 1 state per trained parameter (RMSprop without momentum, the
     Trainer's ``rmsprop``) or 2 (AdamW);
-  * one process per device (``trainer.distributed`` none or ddp): the Trainer updates the
-    weights in their own dtype, so gradients and states are in that dtype too;
-  * ``fsdp`` shards weights, gradients and states over ``trainer.world_size`` devices, in
-    the weights' dtype; ``zero3`` (DeepSpeed ZeRO-3) shards them too and, for 16-bit
-    weights, keeps a float32 master copy and float32 states (4 + 4 x states bytes per
-    parameter, the ZeRO paper's accounting); both gather the layer being computed and
-    prefetch the next (two of the largest of a decoder layer and the embedding);
+  * the weights that train are float32 master weights whatever ``model.dtype``
+    (spin/precision.py), with float32 gradients and states: 4 + 4 + 4 x states bytes per
+    parameter;
+  * one process per device (``trainer.distributed`` none or ddp) under a 16-bit
+    ``trainer.precision``: autocast also holds a 16-bit copy of every matrix the forward
+    multiplies by (the decoder's linear layers and the output head) from the forward until
+    the backward (2 bytes each, counted with the weights);
+  * ``fsdp`` shards the masters, gradients and states over ``trainer.world_size`` devices;
+    ``zero3`` (DeepSpeed ZeRO-3) holds the weights and gradients in the compute dtype and,
+    when that is 16-bit, a float32 master copy beside the float32 states (2 + 2 + 4 + 4 x
+    states bytes per parameter, the ZeRO paper's accounting), all sharded; both gather the
+    layer being computed and prefetch the next in the compute dtype (two of the largest of
+    a decoder layer and the embedding);
   * LoRA adapters (peft casts them to float32) are the only trained parameters: float32
     gradients and states for them alone, the base weights frozen in ``model.dtype`` (QLoRA:
     the decoder's linear layers in 4-bit NF4 with double quantization, about 0.52 bytes a
@@ -67,8 +74,7 @@ OPTIMIZER_STATES = {"rmsprop": 1, "adamw": 2}
 NF4_BYTES = (4 + 0.127) / 8
 # Bytes per logit: a 16-bit (or float32) logit, its float32 copy, one float32 temporary.
 LOGIT_EXTRA_BYTES = 8
-# Sharded modes in the order they are tried: ZeRO-3 first, as the paper trained, and since
-# its float32 master copy keeps small steps that 16-bit weights updated in place lose.
+# Sharded modes in the order they are tried: ZeRO-3 first, as the paper trained.
 SHARDED = ("zero3", "fsdp")
 DISTRIBUTED_WORDS = {
     "none": "unsharded",
@@ -284,11 +290,14 @@ class _Sizes:
         self.weight_bytes = BYTES_PER_PARAM[cfg.model.dtype]
         mixed = cfg.trainer.precision in ("bf16", "fp16")
         self.act_bytes = 2 if mixed or self.weight_bytes == 2 else 4
+        # What a full fine-tune computes in: its float32 masters, or autocast's 16 bits.
+        self.compute_bytes = 2 if mixed else 4
         self.states = OPTIMIZER_STATES[cfg.trainer.optimizer]
         self.pair_tokens = pair_tokens(cfg)
 
-    def logits(self, tokens: float) -> float:
-        return tokens * self.arch.vocab * (self.act_bytes + LOGIT_EXTRA_BYTES)
+    def logits(self, tokens: float, value_bytes: int | None = None) -> float:
+        value_bytes = self.act_bytes if value_bytes is None else value_bytes
+        return tokens * self.arch.vocab * (value_bytes + LOGIT_EXTRA_BYTES)
 
     def one_layer(self, tokens: float, value_bytes: int) -> float:
         return tokens * self.arch.activation_values * value_bytes
@@ -332,14 +341,16 @@ class _Sizes:
     def training(self, setup: TrainSetup, devices: int, capacity: float) -> Estimate:
         batch = self.cfg.trainer.batch_size
         tokens = batch * self.pair_tokens
+        # A full fine-tune computes from float32 masters; adapters on the model.dtype base.
+        value_bytes = self.compute_bytes if setup.adapters is None else self.act_bytes
         parts = {
             **self._parameter_memory(setup, devices),
-            "activations": self._activations(setup, tokens),
-            "logits": self.logits(tokens),
+            "activations": self._activations(setup, tokens, value_bytes),
+            "logits": self.logits(tokens, value_bytes),
         }
         if setup.distributed in SHARDED:
             largest = max(self.arch.layer_params, self.arch.embedding_params)
-            parts["gathered"] = 2 * largest * self.weight_bytes
+            parts["gathered"] = 2 * largest * self.compute_bytes
         setting = f"{setup.describe(devices)}; {batch} pairs x {self.pair_tokens:,} tokens"
         return Estimate("train", setting, parts, capacity)
 
@@ -349,27 +360,35 @@ class _Sizes:
             adapters = self.adapter_params()
             weights = self.frozen_weights(setup.adapters) + 4 * adapters
             grads, optimizer = 4.0 * adapters, 4.0 * adapters * self.states
-        elif setup.distributed == "zero3" and self.weight_bytes == 2:
-            weights, grads = self.n * 2.0, self.n * 2.0
-            optimizer = self.n * (4 + 4 * self.states)
+        elif setup.distributed == "zero3":
+            weights = grads = self.n * self.compute_bytes
+            master = 4 if self.compute_bytes == 2 else 0
+            optimizer = self.n * (master + 4 * self.states)
         else:
-            weights = grads = self.n * self.weight_bytes
-            optimizer = self.n * self.weight_bytes * self.states
+            weights = grads = self.n * 4.0
+            optimizer = self.n * 4.0 * self.states
         share = devices if setup.distributed in SHARDED else 1
         return {
-            "weights": weights / share,
+            "weights": weights / share + self._autocast_copies(setup),
             "gradients": grads / share,
             "optimizer": optimizer / share,
         }
 
-    def _activations(self, setup: TrainSetup, tokens: float) -> float:
+    def _autocast_copies(self, setup: TrainSetup) -> float:
+        """Bytes of autocast's 16-bit copies of the float32 masters of an unsharded full
+        fine-tune: every matrix the forward multiplies by (linear layers, output head)."""
+        if setup.adapters is not None or setup.distributed in SHARDED or self.compute_bytes == 4:
+            return 0.0
+        return 2.0 * min(self.arch.linear_params + self.arch.embedding_params, self.n)
+
+    def _activations(self, setup: TrainSetup, tokens: float, value_bytes: int) -> float:
         per_layer = self.arch.activation_values
         if setup.adapters is not None and self.cfg.lora.dropout > 0:
             per_layer += sum(a for a, _ in self.arch.adapted(list(self.cfg.lora.target_modules)))
         if not setup.checkpointing:
-            return tokens * self.arch.layers * per_layer * self.act_bytes
-        inputs = tokens * self.arch.layers * self.arch.hidden * self.act_bytes
-        return inputs + tokens * per_layer * self.act_bytes
+            return tokens * self.arch.layers * per_layer * value_bytes
+        inputs = tokens * self.arch.layers * self.arch.hidden * value_bytes
+        return inputs + tokens * per_layer * value_bytes
 
     def _adapters(self) -> str | None:
         lora = self.cfg.lora
@@ -465,18 +484,13 @@ def _recommendation(sizes: _Sizes, options: list[Option], devices: int, capacity
 def _notes(cfg: DictConfig, sizes: _Sizes, configured: TrainSetup) -> list[str]:
     """Warnings that go with the numbers."""
     notes = []
-    if (
-        configured.adapters is None
-        and sizes.weight_bytes == 2
-        and configured.distributed != "zero3"
-    ):
-        bits = 8 if cfg.model.dtype == "bfloat16" else 11
+    if configured.adapters is None and sizes.weight_bytes == 2:
         notes.append(
-            f"training updates {cfg.model.dtype} weights in place (no float32 master copy): "
-            f"a step smaller than about 1/{2**bits} of a weight is rounded away, which at "
-            f"trainer.lr={cfg.trainer.lr:g} is most of them. model.dtype=float32 keeps float32 "
-            "weights (trainer.precision=bf16 still computes in bf16), and "
-            "trainer.distributed=zero3 keeps a float32 master copy."
+            f"training keeps float32 master weights, gradients and optimizer states for the "
+            f"{cfg.model.dtype} model ({cfg.model.dtype} weights updated in place would round "
+            f"most steps at trainer.lr={cfg.trainer.lr:g} away), computes in "
+            f"trainer.precision={cfg.trainer.precision} and saves the model in "
+            f"{cfg.model.dtype}."
         )
     if cfg.generation.backend == "vllm":
         notes.append(

@@ -48,10 +48,8 @@ def train_size(cfg: DictConfig, splits: Splits | None) -> Count:
     if splits is not None:
         return Count(len(splits.train), "counted")
     if cfg.data.n_train is not None:
-        return Count(
-            cfg.data.n_train,
-            "data.n_train; at most: duplicates and test prompts are dropped first",
-        )
+        dropped = "duplicates and test prompts are dropped first" if cfg.data.deduplicate else ""
+        return Count(cfg.data.n_train, f"data.n_train; at most{': ' + dropped if dropped else ''}")
     return Count(None, f"unknown: {cfg.data.path} is not local and data.n_train is not set")
 
 

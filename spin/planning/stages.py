@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from omegaconf import DictConfig
 
 from evaluation.plan import plan_tasks
-from spin.config import iteration_settings
+from spin.config import given_pairs_config, iteration_settings
 from spin.planning.evalcost import CHARS_PER_TOKEN, TaskEstimate, estimate_task
 from spin.planning.hardware import (
     BYTES_PER_PARAM,
@@ -172,7 +172,8 @@ class _Builder:
         doubled = settings.mix_previous and t > 0 and self.cfg.opponent.name != "fictitious"
         pairs = None if n is None else n * (2 if doubled else 1)
         per_pair = pair_tokens(self.cfg)
-        self.generation(t)
+        if given_pairs_config(self.cfg, t) is None:  # given pairs are read, not generated
+            self.generation(t)
         self.forward(Stage("reference", t, f"M_{t}", pairs, "pairs"), per_pair)
         if self.cfg.opponent.name == "kl_mixture" and t > 0:
             self.forward(Stage("reference_start", t, "M_0", pairs, "pairs"), per_pair)
