@@ -97,13 +97,19 @@ def finished_work(root: Path, stage: str) -> list[Path]:
     kind, pattern, spec_key, _ = STAGES[stage]
     found = []
     for partial in (root / "artifacts" / kind).glob("*.partial"):
-        spec = partial / "spec.json"
-        if spec_key is not None and (
-            not spec.is_file() or spec_key not in json.loads(spec.read_text())
-        ):
+        if spec_key is not None and spec_key not in partial_spec(partial):
             continue
         found += partial.glob(pattern)
     return found
+
+
+def partial_spec(partial: Path) -> dict:
+    """The spec of an artifact being built, or nothing when there is none yet or the build
+    has just finished and renamed its folder under the poll's feet."""
+    try:
+        return json.loads((partial / "spec.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def kill_mid_stage(root: Path, stage: str) -> None:
