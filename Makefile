@@ -6,7 +6,7 @@ ARGS ?=
 # A CPU build of torch unless an NVIDIA driver is present (an unpinned torch is a CUDA build).
 TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup run test test-all lint bench bench-quick
+.PHONY: setup run test test-all check-readme lint bench bench-quick
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -m ""
+
+# README's length and links, and a fresh default run (an empty output root, about 10 min on
+# 2 CPU cores) against the table README quotes.
+check-readme: setup
+	$(PY) -m pytest -m "" tests/test_readme.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

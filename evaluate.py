@@ -18,10 +18,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from evaluation.standalone import describe, score
-from spin.config import ConfigError, register_schema
-from spin.pipeline import scores
-from spin.report import format_table
+from spin.config import register_schema
+from spin.console import capture_warnings
+from spin.job import CONFIG_FAULTS, USER_FAULTS
+from spin.reporting.job_table import format_table
+from spin.stages.scoring import scores
+from spin.standalone import describe, score
 
 register_schema()
 log = logging.getLogger("spin")
@@ -29,11 +31,12 @@ log = logging.getLogger("spin")
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    capture_warnings()
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         identity, result = score(cfg, job_dir, hydra_cfg.job.override_dirname or cfg.name)
-    except ConfigError as err:
+    except (*CONFIG_FAULTS, *USER_FAULTS) as err:
         log.error("Cannot evaluate: %s", err)
         sys.exit(2)
     print(f"\nModel: {describe(identity)}")

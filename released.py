@@ -20,8 +20,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from evaluation.released import dry_run, run
-from spin.config import ConfigError, register_schema, validate
+from spin.config import register_schema
+from spin.console import capture_warnings
+from spin.job import CONFIG_FAULTS, USER_FAULTS
+from spin.released import dry_run, run
+from spin.validation import validate
 
 register_schema()
 log = logging.getLogger("spin")
@@ -29,6 +32,7 @@ log = logging.getLogger("spin")
 
 @hydra.main(config_path="conf", config_name="released", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    capture_warnings()
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -37,7 +41,7 @@ def main(cfg: DictConfig) -> None:
             print(dry_run(cfg))
             return
         scored = run(cfg, job_dir, hydra_cfg.job.override_dirname or cfg.name)
-    except ConfigError as err:
+    except (*CONFIG_FAULTS, *USER_FAULTS) as err:
         log.error("Cannot score the released models: %s", err)
         sys.exit(2)
     print("\nScored:")

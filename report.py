@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from spin.reporting import ReportError, collect_rows, write_report
+from spin.errors import ReportError
+from spin.reporting import collect_rows, write_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

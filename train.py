@@ -17,24 +17,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from spin import distributed
-from spin.artifacts import ArtifactError, DiskFullError
-from spin.callbacks import NonFiniteLossError
-from spin.config import ConfigError, register_schema, validate
-from spin.data import DataError
-from spin.job import run_job
-from spin.models import CheckpointError
+from spin.config import register_schema
+from spin.console import capture_warnings
+from spin.job import CONFIG_FAULTS, USER_FAULTS, run_job
 from spin.planning import build_plan, format_plan
 from spin.planning.fidelity import difference_lines
-from spin.report import format_report
+from spin.reporting.job_table import format_report
+from spin.validation import validate
 
 register_schema()
 log = logging.getLogger("spin")
-# Faults a user fixes by changing an input, a setting or the disk: a message, not a traceback.
-USER_FAULTS = (DataError, ArtifactError, CheckpointError, DiskFullError, NonFiniteLossError)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    capture_warnings()
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     job_name = hydra_cfg.job.override_dirname or cfg.name
@@ -45,7 +42,7 @@ def main(cfg: DictConfig) -> None:
             print("\n".join(difference_lines(cfg)))
             return
         report = run_job(cfg, job_dir, job_name)
-    except ConfigError as err:
+    except CONFIG_FAULTS as err:
         log.error("Invalid config: %s", err)
         sys.exit(2)
     except USER_FAULTS as err:

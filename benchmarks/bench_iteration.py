@@ -1,8 +1,8 @@
 """One whole SPIN iteration of the default experiment, stage by stage.
 
-Runs iteration 0 of the pipeline's own chain (generation, reference pass, training,
+Runs iteration 0 of the chain's own code (generation, reference pass, training,
 evaluation) under a fresh output root, so every stage is built rather than reused, and
-reports each stage's time as the pipeline records it (the costs of the report's row), its
+reports each stage's time as the chain records it (the costs of the report's row), its
 tokens per second and achieved FLOP/s as a fraction of this machine's float32
 matrix-multiply peak measured in the same run (``torch.mm``):
 
@@ -33,10 +33,17 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import common
 
 from spin.artifacts import read_json
-from spin.config import iteration_settings, register_schema, validate
+from spin.chain import spin
+from spin.config import iteration_settings, register_schema
+from spin.logbook import Logbook
 from spin.logprobs import packed_length
-from spin.pipeline import Pipeline
+from spin.stages.context import Context
+from spin.stages.generation import generate
+from spin.stages.opponents import opponent_references
+from spin.stages.prompts import formatter
+from spin.stages.start import start_model
 from spin.tracking import Tracker
+from spin.validation import validate
 
 QUICK = [
     "data.n_train=8",
@@ -82,22 +89,23 @@ def main() -> None:
     tracker = Tracker(
         root / "job", cfg.logger, name="bench", group="bench", job_type="iter0", config={}
     )
-    pipe = Pipeline(cfg, tracker)
-    start, _ = pipe.start_model()  # materialising the start model is not part of an iteration
-    policy, tokenizer = pipe.load(start)
+    ctx = Context(cfg, tracker)
+    start, _ = start_model(ctx)  # materialising the start model is not part of an iteration
+    policy, tokenizer = ctx.models.load(start)
     params = sum(p.numel() for p in policy.parameters())
-    fmt = pipe.formatter(tokenizer)
+    fmt = formatter(cfg, tokenizer)
     prompt_tokens = sum(
         len(tokenizer(fmt.prompt_text(r["prompt"]), add_special_tokens=False)["input_ids"])
-        for r in pipe.splits.train
+        for r in ctx.splits.train
     )
 
-    _, chain_s = timed(pipe.chain, start, {"iterations": []})
-    costs = pipe.rows[-1]["costs"]
+    book = Logbook(tracker, cfg.eval.n_samples)
+    _, chain_s = timed(spin, ctx, book, start)
+    costs = book.rows[-1]["costs"]
     # Asking again reuses what the chain built: the artifacts whose sizes give the FLOPs.
-    gen = pipe.generations(start, 0)
+    gen = generate(ctx, start, 0)
     settings = iteration_settings(cfg, 0)
-    (ref, _), *_ = pipe.opponent_references(start, start, [gen], settings, 0)
+    (ref, _), *_ = opponent_references(ctx, start, start, [gen], settings, 0)
     generated = costs["tokens_generated"]
     pairs = load_from_disk(str(ref.path / "pairs"))
     packed = sum(packed_length(p) for p in pairs)

@@ -6,16 +6,19 @@ artifact spec), :mod:`evaluation.runner` checks them and runs them on a loaded m
 per-document values) and their average, :mod:`evaluation.fewshot` records where each
 task's few-shot examples came from, and ``evaluation/tasks`` holds the embedded lm-eval task
 files (usable with ``lm_eval --include_path evaluation/tasks`` too), built by
-:mod:`evaluation.data`.
+:mod:`spin.data.eval_tasks`. Nothing here imports ``spin``: the package knows models and
+lm-eval, not the chain, and its errors are in :mod:`evaluation.errors`.
 """
 
-from evaluation.availability import DatasetUnavailable
+from evaluation.errors import DatasetUnavailable, EvalConfigError, ResultsError
 from evaluation.plan import TaskPlan, eval_spec, plan_tasks
 from evaluation.runner import prepare, run_tasks
 from evaluation.summary import flat_items, flat_scores, flat_stderr
 
 __all__ = [
     "DatasetUnavailable",
+    "EvalConfigError",
+    "ResultsError",
     "TaskPlan",
     "eval_spec",
     "flat_items",

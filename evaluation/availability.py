@@ -11,13 +11,9 @@ from __future__ import annotations
 import datasets
 from lm_eval.tasks import TaskManager
 
+from evaluation.errors import DatasetUnavailable
 from evaluation.plan import TaskPlan
 from evaluation.tasks_index import hub_datasets
-from spin.config import ConfigError
-
-
-class DatasetUnavailable(ConfigError):
-    """A task's data set is neither local nor reachable; the message lists the ways out."""
 
 
 def check_reachable(manager: TaskManager, plans: list[TaskPlan]) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spin.config import ConfigError
+from evaluation.errors import EvalConfigError
+from evaluation.lm_eval_adapter import load_task_yaml
 
 # What an evaluation artifact holds; raised when its contents change, so models scored
 # before are scored again. 2: per-document values and stderr of each task's metric.
@@ -77,27 +78,28 @@ class TaskPlan:
 
 
 def plan_tasks(cfg: Any) -> list[TaskPlan]:
-    """The tasks of the ``eval`` section, checked; raises :class:`ConfigError` naming the key."""
+    """The tasks of the ``eval`` section, checked; raises :class:`EvalConfigError` naming
+    the key."""
     if cfg.limit is not None and cfg.limit <= 0:
-        raise ConfigError(f"eval.limit={cfg.limit} must be a positive number of documents")
+        raise EvalConfigError(f"eval.limit={cfg.limit} must be a positive number of documents")
     if cfg.max_new_tokens is not None and cfg.max_new_tokens <= 0:
-        raise ConfigError(f"eval.max_new_tokens={cfg.max_new_tokens} must be positive")
+        raise EvalConfigError(f"eval.max_new_tokens={cfg.max_new_tokens} must be positive")
     names = list(cfg.tasks)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"eval.tasks lists {duplicates} more than once")
+        raise EvalConfigError(f"eval.tasks lists {duplicates} more than once")
     return [_plan(name, cfg.settings.get(name)) for name in names]
 
 
 def _plan(name: str, settings: Any) -> TaskPlan:
     num_fewshot = settings.num_fewshot if settings is not None else None
     if num_fewshot is not None and num_fewshot < 0:
-        raise ConfigError(f"eval.settings.{name}.num_fewshot={num_fewshot} must be >= 0")
+        raise EvalConfigError(f"eval.settings.{name}.num_fewshot={num_fewshot} must be >= 0")
     metric = settings.metric if settings is not None else None
     if settings is not None and settings.path is not None:
         return _user_plan(name, settings)
     if settings is not None and (settings.template or settings.fields or settings.fewshot_path):
-        raise ConfigError(
+        raise EvalConfigError(
             f"eval.settings.{name}: template, fields and fewshot_path describe a user's JSONL "
             f"set and need eval.settings.{name}.path=FILE"
         )
@@ -105,7 +107,7 @@ def _plan(name: str, settings: Any) -> TaskPlan:
     data_files = _embedded_files(name) if name in EMBEDDED and dataset_path is None else {}
     fewshot_split = settings.fewshot_split if settings is not None else None
     if data_files and fewshot_split is not None and fewshot_split not in data_files:
-        raise ConfigError(
+        raise EvalConfigError(
             f"eval.settings.{name}.fewshot_split={fewshot_split!r}: the task's files have the "
             f"splits {sorted(data_files)}"
         )
@@ -126,16 +128,14 @@ def _until(name: str, until: Any) -> tuple[str, ...] | None:
     if until is None:
         return None
     if not all(isinstance(stop, str) and stop for stop in until):
-        raise ConfigError(
+        raise EvalConfigError(
             f"eval.settings.{name}.until={list(until)!r} must be a list of non-empty strings"
         )
     return tuple(until)
 
 
 def _embedded_files(name: str) -> dict[str, Path]:
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    config = load_yaml(TASKS_DIR / f"{name}.yaml", resolve_func=False)
+    config = load_task_yaml(TASKS_DIR / f"{name}.yaml")
     files = config["dataset_kwargs"]["data_files"]
     return {split: PROJECT_ROOT / path for split, path in files.items()}
 
@@ -143,21 +143,21 @@ def _embedded_files(name: str) -> dict[str, Path]:
 def _user_plan(name: str, settings: Any) -> TaskPlan:
     key = f"eval.settings.{name}"
     if settings.fewshot_split is not None or settings.until is not None:
-        raise ConfigError(
+        raise EvalConfigError(
             f"{key}: fewshot_split and until apply to lm-eval's and the embedded tasks; a "
             f"user's set takes its examples from {key}.fewshot_path and its template's stops"
         )
     if settings.template not in TEMPLATE_FIELDS:
-        raise ConfigError(
+        raise EvalConfigError(
             f"{key}.template={settings.template!r}: a user's set is scored like one of the "
             f"embedded tasks; expected one of {sorted(TEMPLATE_FIELDS)}"
         )
     if name in EMBEDDED:
-        raise ConfigError(f"eval.tasks: {name!r} is an embedded task; name your set otherwise")
+        raise EvalConfigError(f"eval.tasks: {name!r} is an embedded task; name your set otherwise")
     expected = TEMPLATE_FIELDS[settings.template]
     unknown = sorted(set(settings.fields) - set(expected))
     if unknown:
-        raise ConfigError(
+        raise EvalConfigError(
             f"{key}.fields has {unknown}; {settings.template} documents have the fields "
             f"{list(expected)} (map each to your file's field name)"
         )
@@ -165,14 +165,14 @@ def _user_plan(name: str, settings: Any) -> TaskPlan:
     if settings.fewshot_path is not None:
         files["train"] = Path(settings.fewshot_path)
     elif settings.num_fewshot:
-        raise ConfigError(
+        raise EvalConfigError(
             f"{key}.num_fewshot={settings.num_fewshot} needs examples to draw from: set "
             f"{key}.fewshot_path=FILE (same fields), or num_fewshot=0"
         )
     for split, path in files.items():
         if not path.is_file():
             what = "path" if split == "test" else "fewshot_path"
-            raise ConfigError(f"{key}.{what}={str(path)!r} is not a file")
+            raise EvalConfigError(f"{key}.{what}={str(path)!r} is not a file")
     fields = {f: settings.fields.get(f, f) for f in expected}
     num_fewshot = settings.num_fewshot if settings.num_fewshot is not None else 0
     return TaskPlan(

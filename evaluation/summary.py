@@ -16,11 +16,8 @@ import math
 from statistics import fmean
 from typing import Any
 
+from evaluation.errors import ResultsError
 from evaluation.plan import TaskPlan
-
-
-class ResultsError(ValueError):
-    """lm-eval's results lack what a plan asks for (a metric the task does not compute)."""
 
 
 def leaves(name: str, group_subtasks: dict[str, list[str]]) -> list[str]:

@@ -15,11 +15,10 @@ import lm_eval.tasks
 from lm_eval.api.group import Group
 from lm_eval.api.task import Task
 from lm_eval.tasks import TaskManager
-from lm_eval.tasks._index import Kind
-from lm_eval.tasks._yaml_loader import load_yaml
 
+from evaluation import lm_eval_adapter as adapter
+from evaluation.errors import EvalConfigError
 from evaluation.plan import EMBEDDED, TASKS_DIR, TaskPlan
-from spin.config import ConfigError
 
 LM_EVAL_TASKS = Path(lm_eval.tasks.__file__).parent
 # Folders of lm-eval's task tree that define the leaderboard tasks.
@@ -44,17 +43,15 @@ def task_manager(plans: list[TaskPlan]) -> TaskManager:
     return TaskManager(include_path=str(TASKS_DIR))
 
 
-def _entry(manager: TaskManager, name: str) -> Any:
-    entry = manager.task_index.get(name)
-    if entry is None:
-        raise ConfigError(
+def _require_registered(manager: TaskManager, name: str) -> None:
+    if name not in manager.task_index:
+        raise EvalConfigError(
             f"eval.tasks: {name!r} is not an lm-eval task or group; run `lm_eval ls tasks` for "
             f"the names, or use the embedded tasks {list(EMBEDDED)}"
         )
-    return entry
 
 
-def _overrides(entry: Any, plan: TaskPlan, files: dict[str, Path]) -> dict[str, Any]:
+def _overrides(manager: TaskManager, plan: TaskPlan, files: dict[str, Path]) -> dict[str, Any]:
     """The patch of the registered definition that ``plan``'s settings ask for."""
     overrides: dict[str, Any] = {}
     if plan.dataset_path is not None:
@@ -66,18 +63,18 @@ def _overrides(entry: Any, plan: TaskPlan, files: dict[str, Path]) -> dict[str, 
     if plan.fewshot_split is not None:
         overrides["fewshot_split"] = plan.fewshot_split
     if plan.until is not None:
-        overrides["generation_kwargs"] = _stopped_at(entry, plan)
+        overrides["generation_kwargs"] = _stopped_at(manager, plan)
     if plan.is_user_set:
         overrides["task"] = plan.name
     return overrides
 
 
-def _stopped_at(entry: Any, plan: TaskPlan) -> dict[str, Any]:
+def _stopped_at(manager: TaskManager, plan: TaskPlan) -> dict[str, Any]:
     """The task's generation settings with ``plan.until`` as its stop sequences (a patch
     replaces a key whole, so the task's other generation settings are carried over)."""
-    config = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else entry.cfg
+    config = adapter.registered_config(manager, plan.base)
     if config.get("output_type") != "generate_until":
-        raise ConfigError(
+        raise EvalConfigError(
             f"eval.settings.{plan.name}.until: {plan.base!r} does not generate text (its "
             f"output_type is {config.get('output_type')!r}); stop sequences apply to "
             "generate_until tasks"
@@ -99,21 +96,22 @@ def lm_eval_task(
     members; the registry's builder applies a patch the way a group applies one to its
     members, so the task is built through it.
     """
-    entry = _entry(manager, plan.base)
-    overrides = _overrides(entry, plan, data_files if data_files is not None else plan.data_files)
-    if entry.kind == Kind.TAG:
+    _require_registered(manager, plan.base)
+    files = data_files if data_files is not None else plan.data_files
+    overrides = _overrides(manager, plan, files)
+    if adapter.is_tag(manager, plan.base):
         if overrides:
-            raise ConfigError(
+            raise EvalConfigError(
                 f"eval.settings.{plan.name}: {plan.base!r} is an lm-eval tag; list its tasks "
                 "in eval.tasks to override where their data comes from"
             )
         return plan.name
     try:
-        return manager._factory.build(entry, overrides=overrides, registry=manager.task_index)
+        return adapter.build_patched(manager, plan.base, overrides)
     except KeyError as err:
         if plan.fewshot_split is None or err.args[:1] != (plan.fewshot_split,):
             raise
-        raise ConfigError(
+        raise EvalConfigError(
             f"eval.settings.{plan.name}.fewshot_split={plan.fewshot_split!r}: the task's data "
             "set has no such split"
         ) from err
@@ -121,16 +119,16 @@ def lm_eval_task(
 
 def hub_datasets(manager: TaskManager, name: str) -> dict[str, str | None]:
     """The hub data sets (path -> one config name) a task or group reads by default."""
-    entry = _entry(manager, name)
-    if entry.kind == Kind.TAG:
-        children = sorted(entry.tags)
-    elif entry.kind == Kind.GROUP:
+    _require_registered(manager, name)
+    if adapter.is_tag(manager, name):
+        children = adapter.tag_members(manager, name)
+    elif adapter.is_group(manager, name):
         children = [
             child if isinstance(child, str) else child.get("task") or child.get("group")
-            for child in load_yaml(entry.yaml_path, resolve_func=False)["task"]
+            for child in adapter.registered_config(manager, name)["task"]
         ]
     else:
-        config = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else entry.cfg
+        config = adapter.registered_config(manager, name)
         path = config.get("dataset_path")
         return {path: config.get("dataset_name")} if path else {}
     found: dict[str, str | None] = {}

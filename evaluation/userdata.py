@@ -11,19 +11,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spin.config import ConfigError
+from evaluation.errors import EvalConfigError
 
 
 def _field(row: dict, name: str, where: str) -> Any:
     if name not in row:
-        raise ConfigError(f"{where}: no field {name!r} (the row has {sorted(row)})")
+        raise EvalConfigError(f"{where}: no field {name!r} (the row has {sorted(row)})")
     return row[name]
 
 
 def _text(row: dict, name: str, where: str) -> str:
     value = _field(row, name, where)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
+        raise EvalConfigError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
     return value
 
 
@@ -39,11 +39,11 @@ def _mc2_row(row: dict, fields: dict[str, str], where: str) -> dict:
     choices = _field(row, fields["choices"], where)
     labels = _field(row, fields["labels"], where)
     if not isinstance(choices, list) or not all(isinstance(c, str) and c for c in choices):
-        raise ConfigError(f"{where}: field {fields['choices']!r} must be a list of strings")
+        raise EvalConfigError(f"{where}: field {fields['choices']!r} must be a list of strings")
     if not isinstance(labels, list) or any(label not in (0, 1) for label in labels):
-        raise ConfigError(f"{where}: field {fields['labels']!r} must be a list of 0/1 labels")
+        raise EvalConfigError(f"{where}: field {fields['labels']!r} must be a list of 0/1 labels")
     if len(labels) != len(choices) or 1 not in labels:
-        raise ConfigError(
+        raise EvalConfigError(
             f"{where}: {fields['labels']!r} needs one label per choice ({len(choices)}) and at "
             "least one 1 (a true answer)"
         )
@@ -66,12 +66,12 @@ def convert(path: Path, template: str, fields: dict[str, str]) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{where}: not valid JSON ({err.msg})") from err
+            raise EvalConfigError(f"{where}: not valid JSON ({err.msg})") from err
         if not isinstance(row, dict):
-            raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            raise EvalConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
         rows.append(CONVERTERS[template](row, fields, where))
     if not rows:
-        raise ConfigError(f"{path}: no rows to score")
+        raise EvalConfigError(f"{path}: no rows to score")
     return rows
 
 

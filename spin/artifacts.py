@@ -33,20 +33,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from spin.errors import ArtifactError, DiskFullError
+
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
 MANIFEST_FILE = "manifest.json"
 # A job waiting for another job's build says so this often, so an idle job explains itself.
 WAIT_LOG_INTERVAL_S = 60.0
-
-
-class ArtifactError(RuntimeError):
-    """An artifact directory on disk that cannot be used as it is."""
-
-
-class DiskFullError(OSError):
-    """The disk filled up during a write; the message names the file being written."""
 
 
 def spec_key(spec: dict[str, Any]) -> str:

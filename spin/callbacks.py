@@ -1,4 +1,4 @@
-"""Stopping training at the first non-finite loss.
+"""Stopping training at the first non-finite loss; each step's logged values to the log file.
 
 A NaN or infinite loss poisons the weights at the next optimizer step, and the Trainer's own
 logging hides it (``logging_nan_inf_filter`` replaces it by the running mean), so a run
@@ -6,10 +6,15 @@ would go on for hours and save a broken model. :class:`FiniteLossTrainer` checks
 batch's loss right after its backward pass, before the optimizer can apply it, and raises
 :class:`NonFiniteLossError` naming the step and the batch. The checkpoints saved before
 that step stay where they are: the last of them is the last good state.
+
+The stock progress callback prints every logged step's values as a dict between the lines
+of the training bar; :class:`StepsToLog` keeps the bar and writes them to the job's log file
+instead (they are in ``metrics.jsonl`` too).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -17,11 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from spin.errors import NonFiniteLossError
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the step and the batch."""
+# Logs at DEBUG, which Hydra's job logging lets through to the log file only
+# (conf/hydra/job_logging/spin.yaml).
+STEPS_LOG = logging.getLogger(f"{__name__}.steps")
 
 
 class BatchPosition(TrainerCallback):
@@ -58,14 +66,40 @@ class BatchPosition(TrainerCallback):
         return epoch + 1, batch + 1
 
 
+class StepsToLog(ProgressCallback):
+    """The Trainer's progress bar, named ``train``, with each logged step's values (loss,
+    rewards, learning rate, ...) written in full to the log file instead of printed."""
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description("train")
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if state.is_world_process_zero and logs:
+            STEPS_LOG.debug("step %d: %s", state.global_step, logs)
+
+
 class FiniteLossTrainer(Trainer):
     """A Trainer that raises :class:`NonFiniteLossError` at the first batch whose loss is
-    not finite, before the optimizer step that would apply it."""
+    not finite, before the optimizer step that would apply it, and shows its progress
+    through :class:`StepsToLog`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_position = BatchPosition()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or ()), self.batch_position]
         super().__init__(*args, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(StepsToLog)
 
     def training_step(
         self,

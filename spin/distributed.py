@@ -33,7 +33,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 
 from spin.artifacts import Artifact, ArtifactStore, verify
-from spin.config import ConfigError
+from spin.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from spin.config import ConfigError
+from spin.errors import ConfigError
 from spin.models import hub_revision
 
 BACKENDS = ("hf", "vllm")

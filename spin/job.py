@@ -1,4 +1,4 @@
-"""One job: validate its config, open tracking, run the pipeline and write ``report.json``."""
+"""One job: validate its config, open tracking, run the chain and write ``report.json``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,35 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from evaluation.errors import EvalConfigError, ResultsError
 from spin import distributed
 from spin.artifacts import write_json
-from spin.config import validate
-from spin.pipeline import Pipeline
+from spin.chain import run
+from spin.errors import (
+    ArtifactError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DiskFullError,
+    NonFiniteLossError,
+)
+from spin.generation import require_backend
+from spin.lora import require_quantization
+from spin.stages.context import Context
 from spin.tracking import SilentTracker, Tracker
+from spin.validation import validate
+
+# Settings a user changes on the command line: entry points name them and exit with code 2.
+CONFIG_FAULTS = (ConfigError, EvalConfigError)
+# Faults a user fixes by changing an input, a setting or the disk: a message, not a traceback.
+USER_FAULTS = (
+    DataError,
+    ArtifactError,
+    CheckpointError,
+    DiskFullError,
+    NonFiniteLossError,
+    ResultsError,
+)
 
 
 def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
@@ -33,16 +57,27 @@ def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
     }
 
 
+def require_environment(cfg: DictConfig, trains: bool) -> None:
+    """Fail before any work when this machine lacks what the settings need: the generation
+    backend's package, QLoRA's bitsandbytes and GPU, and, for a job that ``trains``, the
+    launch ``trainer.distributed`` and ``trainer.world_size`` describe. A dry run plans for
+    hardware it need not be on, so only its launch is checked."""
+    if not cfg.dry_run:
+        if cfg.lora.enabled and cfg.lora.quantize is not None:
+            require_quantization(cfg.lora.quantize)
+        require_backend(cfg.generation.backend)
+    if trains:
+        distributed.check_launch(cfg)
+
+
 def start_job(
     cfg: DictConfig, job_dir: Path, job_name: str, job_type: str, trains: bool = False
 ) -> Tracker:
-    """Validate the config before any work (for a job that ``trains``, also that it was
-    launched as ``trainer.distributed`` and ``trainer.world_size`` say), save it beside the
+    """Validate the config and the machine before any work, save the config beside the
     job's outputs, open tracking. Under a distributed launch the main process does the job's
     writing and logging; the others get a tracker that records nothing."""
     validate(cfg)
-    if trains:
-        distributed.check_launch(cfg)
+    require_environment(cfg, trains)
     distributed.init()
     if not distributed.is_main():
         return SilentTracker()
@@ -63,14 +98,14 @@ def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
     job_type = f"iter{cfg.iter}" if cfg.baseline.name == "none" else cfg.baseline.name
     tracker = start_job(cfg, job_dir, job_name, job_type, trains=True)
     try:
-        pipeline = Pipeline(cfg, tracker)
-        report = pipeline.run()
+        ctx = Context(cfg, tracker)
+        report = run(ctx)
         report |= {
             "name": cfg.name,
             "job_dir": str(job_dir),
             "wandb": tracker.wandb_location,
             "overrides": job_name,
-            "settings": job_settings(cfg, len(pipeline.splits.train)),
+            "settings": job_settings(cfg, len(ctx.splits.train)),
         }
         final = report["rows"][-1]["scores"]
         tracker.summary({f"final/{k}": v for k, v in final.items()})

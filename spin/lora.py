@@ -1,7 +1,7 @@
 """LoRA and QLoRA training through peft (``lora.enabled``).
 
 A training stage starting from model M adds fresh adapters to M and trains only them. Its
-reference log-probabilities were computed beforehand on M itself (Pipeline.reference), and M
+reference log-probabilities were computed beforehand on M itself (spin/stages/reference.py), and M
 is exactly the adapted model with its adapters disabled, so no second model is needed and
 the reference is the adapter-free policy. Under QLoRA the adapters sit on a 4-bit copy of M,
 and the reference pass runs on that same copy (:func:`reference_spec`), so the equality holds
@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from spin.config import ConfigError
+from spin.errors import ConfigError
 from spin.models import DTYPES, default_device, hub_revision, load_model, load_tokenizer
 
 # peft's name for "every linear layer but the output head".

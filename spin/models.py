@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from spin.artifacts import SPEC_FILE
+from spin.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -153,26 +154,11 @@ def load_model(
         damaged = unreadable_weights(Path(location))
         if damaged is None:
             raise
-        raise CheckpointError(damaged, err) from err
+        artifact = next((p for p in damaged.parents if (p / SPEC_FILE).is_file()), None)
+        raise CheckpointError(damaged, err, artifact) from err
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(default_device()), tokenizer
-
-
-class CheckpointError(RuntimeError):
-    """A weights file that cannot be read; the message names it and says how to recover."""
-
-    def __init__(self, path: Path, err: Exception) -> None:
-        artifact = next((p for p in path.parents if (p / SPEC_FILE).is_file()), None)
-        remedy = (
-            f"delete the artifact {artifact} and rerun to rebuild it"
-            if artifact is not None
-            else "replace it with a complete copy"
-        )
-        super().__init__(
-            f"{path}: cannot read the model weights ({err}); the file is damaged or "
-            f"incomplete: {remedy}"
-        )
 
 
 def unreadable_weights(location: Path) -> Path | None:

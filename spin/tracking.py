@@ -8,7 +8,8 @@ side; ``job_type`` is ``iter<k>`` and the run name is built from the job's overr
 
 The mirror is the source of truth for tests and reports: W&B's offline mode writes only
 a binary file. Nothing secret is ever logged: configs come from the composed experiment,
-never from the environment.
+never from the environment. W&B prints only its essential lines (where the run lives); its
+run history and summary at the end are in the run and the mirror.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Tracker:
             tags=list(cfg.tags),
             config=config,
             reinit="finish_previous",
+            settings=wandb.Settings(quiet=True),
         )
         for pattern, axis in STEP_AXES.items():
             run.define_metric(axis)
@@ -79,7 +81,9 @@ class Tracker:
         """Where the W&B run lives: a URL when online, the local run directory when offline."""
         if self.wandb_run is None:
             return None
-        return self.wandb_run.url or str(Path(self.wandb_run.dir).parent)
+        local = str(Path(self.wandb_run.dir).parent)
+        # An offline run has no URL, and asking it for one prints a warning.
+        return local if self.wandb_run.offline else self.wandb_run.url or local
 
     def log(self, row: dict[str, Any]) -> None:
         self._mirror({"type": "metrics", **row})

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, compose_config
 
-from spin.artifacts import MANIFEST_FILE, ArtifactError, ArtifactStore, write_json
+from spin.artifacts import MANIFEST_FILE, ArtifactStore, write_json
+from spin.errors import ArtifactError, CheckpointError
 from spin.generation import HFGenerator
-from spin.models import CheckpointError, load_model
+from spin.models import load_model
 
 SPEC = {"stage": "demo", "n": 1}
 

@@ -9,7 +9,9 @@ from conftest import compose_config, run_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
-from spin.config import ConfigError, EvalTaskConfig, iteration_settings, validate
+from spin.config import EvalTaskConfig, iteration_settings
+from spin.errors import ConfigError
+from spin.validation import validate
 
 
 def test_default_config_is_the_embedded_experiment():

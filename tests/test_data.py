@@ -11,7 +11,6 @@ from datasets import Dataset
 
 from spin.config import DataConfig
 from spin.data import (
-    DataError,
     PromptFormatter,
     Splits,
     extract_answer,
@@ -19,6 +18,7 @@ from spin.data import (
     load_splits,
 )
 from spin.data.loaders import deduplicate, load_hf, load_jsonl, load_ultrachat
+from spin.errors import DataError
 from spin.models import build_tiny
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -21,13 +21,14 @@ from conftest import ROOT, compose_config, job_dirs
 from datasets import load_from_disk
 from tiny_pairs import make_pairs, tiny_training_args
 
-from spin.config import ConfigError, validate
 from spin.distributed import ACCELERATE_CONFIGS, block, check_launch
+from spin.errors import ConfigError
 from spin.job import start_job
 from spin.logprobs import reference_logps
 from spin.models import build_tiny
 from spin.tracking import read_metrics
 from spin.trainer import train_pairs
+from spin.validation import validate
 
 # The tiny chain on 24 prompts in shards of 8: one process generates one shard, the other
 # two; 24 pairs (iteration 0), then 48 (iteration 1), in reference batches of 8 pairs; a

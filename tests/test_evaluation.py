@@ -20,11 +20,11 @@ import datasets
 import pytest
 from conftest import ROOT, compose_config, run_train
 
-from evaluation import data as embedded_data
 from evaluation import plan_tasks, prepare, run_tasks
+from evaluation.errors import EvalConfigError
 from evaluation.summary import leaves
 from evaluation.tasks.utils import process_results_mc2
-from spin.config import ConfigError
+from spin.data import eval_tasks as embedded_data
 from spin.models import build_tiny
 from spin.tracking import read_metrics
 
@@ -87,7 +87,9 @@ def test_default_is_the_embedded_tasks_over_shipped_files():
 def test_shipped_embedded_files_are_what_the_builder_makes():
     for name, rows in embedded_data.build().items():
         shipped = (embedded_data.DATA_DIR / name).read_text()
-        assert shipped == embedded_data.to_jsonl(rows), f"rerun python -m evaluation.data ({name})"
+        assert shipped == embedded_data.to_jsonl(rows), (
+            f"rerun python -m spin.data.eval_tasks ({name})"
+        )
 
 
 def test_embedded_mc2_items_have_true_and_wrong_final_answers():
@@ -121,7 +123,7 @@ def test_mc2_is_the_normalised_mass_on_true_answers():
     ],
 )
 def test_bad_eval_settings_name_the_key(override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(EvalConfigError, match=message):
         plan_tasks(compose_config(override).eval)
 
 
@@ -318,5 +320,5 @@ def test_malformed_user_row_names_file_line_and_field(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text('{"question": "a", "answer": "1"}\n{"question": "b"}\n')
     cfg = compose_config("eval=jsonl", f"eval.settings.user.path={path}")
-    with pytest.raises(ConfigError, match=r"mine.jsonl, line 2: no field 'answer'"):
+    with pytest.raises(EvalConfigError, match=r"mine.jsonl, line 2: no field 'answer'"):
         prepare(plan_tasks(cfg.eval), tmp_path / "work")

@@ -17,16 +17,18 @@ from safetensors.torch import load_file
 from tiny_pairs import make_pairs, tiny_training_args
 from transformers import Trainer
 
-from spin.callbacks import NonFiniteLossError
-from spin.config import GenerationConfig, validate
-from spin.data import DataError, PromptFormatter
+from spin.chain import run
+from spin.config import GenerationConfig
+from spin.data import PromptFormatter
+from spin.errors import DataError, NonFiniteLossError
 from spin.generation import HFGenerator
 from spin.logprobs import reference_logps
 from spin.models import build_tiny
-from spin.pipeline import Pipeline
 from spin.sft import encode_sft, train_sft
+from spin.stages.context import Context
 from spin.tracking import Tracker, read_metrics
 from spin.trainer import SPINTrainer, train_pairs
+from spin.validation import validate
 
 PAIRS = [
     ("What is 2+3?", "2+3=5. #### 5", "It is 6"),
@@ -142,17 +144,17 @@ def test_generation_feeds_the_prompt_ids_training_scores(formatter):
         generator.generate(texts, prompt_ids=ids[:2])
 
 
-def tiny_pipeline(root: Path, *overrides: str) -> Pipeline:
+def tiny_context(root: Path, *overrides: str) -> Context:
     cfg = compose_config("experiment=tiny", f"paths.root={root}", "eval=none", *overrides)
     validate(cfg)
     tracker = Tracker(root / "job", cfg.logger, name="job", group="g", job_type="t", config={})
-    return Pipeline(cfg, tracker)
+    return Context(cfg, tracker)
 
 
 def test_reject_stops_before_any_generation(tmp_path):
-    pipeline = tiny_pipeline(tmp_path, "model.max_prompt_length=30", "model.prompt_overflow=reject")
+    ctx = tiny_context(tmp_path, "model.max_prompt_length=30", "model.prompt_overflow=reject")
     with pytest.raises(DataError) as err:
-        pipeline.run()
+        run(ctx)
     assert re.match(
         r"data train record 0 \(prompt '.*'\.\.\.\): \d+ tokens once formatted, "
         r"expected at most model\.max_prompt_length=30 \(model\.prompt_overflow=reject\)",
@@ -163,7 +165,7 @@ def test_reject_stops_before_any_generation(tmp_path):
 
 def test_truncation_warns_and_keys_the_generations_by_the_limit(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="spin.data.formatting"):
-        tiny_pipeline(tmp_path, "model.max_prompt_length=30").run()
+        run(tiny_context(tmp_path, "model.max_prompt_length=30"))
     assert (
         caplog.records[0]
         .getMessage()

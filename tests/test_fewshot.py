@@ -19,8 +19,8 @@ import pytest
 from conftest import ROOT, compose_config
 
 from evaluation import eval_spec, plan_tasks, prepare, run_tasks
+from evaluation.errors import EvalConfigError
 from evaluation.runner import LoadedModel
-from spin.config import ConfigError
 
 FIXTURES = ROOT / "tests" / "fixtures" / "eval_leaderboard"
 V040_REQUESTS = ROOT / "tests" / "fixtures" / "lm_eval_v040" / "requests.json"
@@ -156,9 +156,11 @@ def test_a_fewshot_split_the_data_lacks_names_the_setting(tmp_path, spy):
         "eval.settings.arc_challenge.fewshot_split=validation",
         *ON_FIXTURES,
     )
-    with pytest.raises(ConfigError, match=r"arc_challenge.fewshot_split='validation'"):
+    with pytest.raises(EvalConfigError, match=r"arc_challenge.fewshot_split='validation'"):
         prepare(plan_tasks(cfg.eval), tmp_path / "work")
-    with pytest.raises(ConfigError, match=r"arith_gsm.fewshot_split='dev'.*\['test', 'train'\]"):
+    with pytest.raises(
+        EvalConfigError, match=r"arith_gsm.fewshot_split='dev'.*\['test', 'train'\]"
+    ):
         plan_tasks(compose_config("eval.settings.arith_gsm.fewshot_split=dev").eval)
     cfg = compose_config(
         "eval=leaderboard",
@@ -166,7 +168,7 @@ def test_a_fewshot_split_the_data_lacks_names_the_setting(tmp_path, spy):
         "eval.settings.truthfulqa_mc2.until=[Q]",
         *ON_FIXTURES,
     )
-    with pytest.raises(ConfigError, match=r"truthfulqa_mc2.until.*generate_until"):
+    with pytest.raises(EvalConfigError, match=r"truthfulqa_mc2.until.*generate_until"):
         prepare(plan_tasks(cfg.eval), tmp_path / "work")
 
 

@@ -14,11 +14,16 @@ import pytest
 import torch
 from conftest import compose_config
 
-from spin.config import ConfigError, GenerationConfig, validate
+from spin.config import GenerationConfig
+from spin.errors import ConfigError
 from spin.generation import HFGenerator, count_generated, make_generator
+from spin.job import start_job
 from spin.pairs import read_pairs
-from spin.pipeline import Pipeline
+from spin.stages.context import Context
+from spin.stages.generation import generate
+from spin.stages.start import start_model
 from spin.tracking import Tracker
+from spin.validation import validate
 
 CONTENTS = ["7", "what is 12 + 30?", "hi", "a much longer question about apples and pears", "x y"]
 
@@ -254,14 +259,15 @@ class RecordingModel(CountingModel):
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
-def test_vllm_backend_missing_names_the_package_and_extra(tiny, monkeypatch):
+def test_vllm_backend_missing_names_the_package_and_extra(tiny, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
     model, tokenizer = tiny
     with pytest.raises(ConfigError, match=r"needs the vllm package.*pip install -e '\.\[vllm\]'"):
         make_generator(model, tokenizer, config(backend="vllm"))
     cfg = compose_config("experiment=tiny", "generation.backend=vllm")
     with pytest.raises(ConfigError, match=r"generation\.backend='vllm'.*\[vllm\]"):
-        validate(cfg)
+        start_job(cfg, tmp_path / "job", "j", "iter0", trains=True)
+    assert not (tmp_path / "job").exists()  # stopped before any work
     validate(compose_config("experiment=tiny", "generation.backend=vllm", "dry_run=true"))
 
 
@@ -341,14 +347,14 @@ def test_pipeline_gives_vllm_the_model_directory_and_loads_no_copy(fake_vllm, tm
     )
     validate(cfg)
     tracker = Tracker(tmp_path / "job", cfg.logger, name="j", group="g", job_type="t", config={})
-    pipe = Pipeline(cfg, tracker)
-    start, _ = pipe.start_model()
+    ctx = Context(cfg, tracker)
+    start, _ = start_model(ctx)
 
     def refuse(ref):
         pytest.fail(f"the HF model {ref.location} was loaded beside vLLM's copy")
 
-    pipe.load = refuse
-    pairs = read_pairs(pipe.generations(start, 0))
+    ctx.models.load = refuse
+    pairs = read_pairs(generate(ctx, start, 0))
     (engine,) = FakeLLM.instances
     assert engine.kwargs["model"] == start.location
     assert engine.kwargs["dtype"] == cfg.model.dtype

@@ -11,9 +11,11 @@ import pytest
 from conftest import artifact_events, compose_config, job_dirs, run_train
 from datasets import Dataset, load_from_disk
 
-from spin.config import ConfigError, GivenPairsConfig, validate
-from spin.data import DataError, load_given_pairs
+from spin.config import GivenPairsConfig
+from spin.data import load_given_pairs
+from spin.errors import ConfigError, DataError
 from spin.models import build_tiny_tokenizer
+from spin.validation import validate
 
 PAIRS = [
     ("What is 2 + 3?", "2 + 3 = 5\n#### 5", "2 + 3 = 6\n#### 6"),

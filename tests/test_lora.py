@@ -15,11 +15,13 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from tiny_pairs import make_pairs, tiny_training_args
 
-from spin.config import ConfigError, validate
+from spin.errors import ConfigError
+from spin.job import start_job
 from spin.logprobs import reference_logps
 from spin.lora import add_adapters, merge_adapters
 from spin.models import build_tiny, load_model
 from spin.trainer import train_pairs
+from spin.validation import validate
 
 PAIRS = [
     ("What is 2+3?", "2+3=5. #### 5", "It is 6"),
@@ -119,9 +121,11 @@ def test_lora_settings_are_checked_at_start_up(overrides, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA's prerequisites may all be here")
-def test_qlora_without_a_gpu_names_what_it_needs_but_plans():
+def test_qlora_without_a_gpu_names_what_it_needs_before_any_work_but_plans(tmp_path):
+    job_dir = tmp_path / "job"
     with pytest.raises(ConfigError, match=r"lora\.quantize='4bit' \(QLoRA\) needs .*a CUDA GPU"):
-        validate(compose_config("experiment=tiny", "lora=qlora"))
+        start_job(compose_config("experiment=tiny", "lora=qlora"), job_dir, "j", "iter0", True)
+    assert not job_dir.exists()
     validate(compose_config("experiment=tiny", "lora=qlora", "dry_run=true"))
 
 

@@ -14,8 +14,9 @@ from safetensors import safe_open
 
 from spin.job import run_job
 from spin.models import load_model
-from spin.pipeline import Pipeline
 from spin.precision import cast_saved_model
+from spin.stages.context import Context
+from spin.stages.start import base_model
 from spin.tracking import SilentTracker
 
 # The issue's measurement: the tiny chain at a learning rate whose updates are about a
@@ -28,7 +29,7 @@ def train_tiny(root: Path, *overrides: str) -> tuple[DictConfig, Path, Path]:
     """Run the tiny chain's iteration 0; its config, start model and trained model."""
     cfg = compose_config(*TINY, *overrides, f"paths.root={root / 'outputs'}")
     report = run_job(cfg, root / "job", "precision")
-    start = Pipeline(cfg, SilentTracker()).base_model()
+    start = base_model(Context(cfg, SilentTracker()))
     return cfg, Path(start.location), Path(report["iterations"][0]["model"])
 
 
@@ -64,8 +65,8 @@ def test_bf16_mixed_precision_moves_the_weights_as_far_as_fp32(tmp_path):
 
 def test_lora_adapters_train_as_float32_on_a_bfloat16_base(tmp_path):
     cfg = compose_config(*TINY, *MIXED, "lora=lora", f"paths.root={tmp_path}")
-    pipeline = Pipeline(cfg, SilentTracker())
-    policy, _ = pipeline.load_private(pipeline.base_model())
+    ctx = Context(cfg, SilentTracker())
+    policy, _ = ctx.models.load_private(base_model(ctx))
     dtypes = {p.requires_grad: set() for p in policy.parameters()}
     for param in policy.parameters():
         dtypes[param.requires_grad].add(param.dtype)

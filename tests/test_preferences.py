@@ -12,7 +12,6 @@ from datasets import Dataset
 
 from spin.config import PreferenceConfig
 from spin.data import (
-    DataError,
     arith_preferences,
     extract_answer,
     generate_arith,
@@ -22,6 +21,7 @@ from spin.data import (
     plausible_mistake,
 )
 from spin.data.mistakes import EQUATION, OPS
+from spin.errors import DataError
 
 ULTRAFEEDBACK = Path(__file__).parent / "fixtures" / "ultrafeedback"
 FIXTURE_PAIRS = [

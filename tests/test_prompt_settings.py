@@ -14,8 +14,7 @@ from tiny_pairs import make_pairs, tiny_training_args
 from spin.config import DataConfig
 from spin.data import PromptFormatter, load_splits
 from spin.models import build_tiny
-from spin.pipeline import Pipeline
-from spin.tracking import SilentTracker
+from spin.stages.prompts import formatter
 from spin.trainer import SPINTrainer, with_lengths
 
 INSTRUCTION = "### Instruction: {prompt}\n\n### Response: "
@@ -97,9 +96,8 @@ def test_random_selection_is_a_seeded_nested_sample(tmp_path):
 
 def test_official_pairing_generates_in_one_format_and_trains_in_the_chat_template(tokenizer):
     cfg = compose_config("experiment=tiny", "generation=official_hf", "generation.system_prompt=")
-    pipeline = Pipeline(cfg, SilentTracker())
-    generate = pipeline.formatter(tokenizer, training=False).prompt_text("Add 2 and 3.")
-    train = pipeline.formatter(tokenizer).prompt_text("Add 2 and 3.")
+    generate = formatter(cfg, tokenizer, training=False).prompt_text("Add 2 and 3.")
+    train = formatter(cfg, tokenizer).prompt_text("Add 2 and 3.")
     assert generate == INSTRUCTION.replace("{prompt}", "Add 2 and 3.")
     assert train.startswith(EMPTY_SYSTEM + "<|im_start|>user\nAdd 2 and 3.")
 

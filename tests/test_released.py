@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT, run_entry
 from hydra import compose, initialize_config_dir
 
-from evaluation.released import dry_run, entries
 from spin.models import build_tiny
+from spin.released import dry_run, entries
 from spin.reporting.paper import load_paper
 
 ROWS = ["sft", "spin_iter0", "spin_iter1", "spin_iter2", "spin_iter3", "dpo"]

@@ -7,7 +7,11 @@ import pytest
 from conftest import compose_config
 
 from spin import models
-from spin.pipeline import ModelRef, Pipeline
+from spin.stages.context import Context
+from spin.stages.loading import ModelRef
+from spin.stages.prompts import check_prompts
+from spin.stages.scoring import identity
+from spin.stages.start import base_model
 from spin.tracking import SilentTracker
 
 PINNED = "ac6e600eefcce74f5e8bae1035d4f66019e93190"
@@ -22,18 +26,18 @@ def test_paper_preset_pins_the_sft_revision():
     assert cfg.model.revision == PINNED
 
 
-def pipeline(tmp_path, *overrides: str) -> Pipeline:
+def context(tmp_path, *overrides: str) -> Context:
     cfg = compose_config(
         "model=zephyr-7b-sft-full", "eval=none", f"paths.root={tmp_path}", *overrides
     )
-    return Pipeline(cfg, SilentTracker())
+    return Context(cfg, SilentTracker())
 
 
 def test_revision_is_in_the_start_models_key_only_when_set(tmp_path):
-    unpinned = pipeline(tmp_path, "model.revision=null").base_model()
+    unpinned = base_model(context(tmp_path, "model.revision=null"))
     assert unpinned.key == KEY_BEFORE_REVISION
-    pinned = pipeline(tmp_path).base_model()
-    other = pipeline(tmp_path, "model.revision=main").base_model()
+    pinned = base_model(context(tmp_path))
+    other = base_model(context(tmp_path, "model.revision=main"))
     assert len({unpinned.key, pinned.key, other.key}) == 3
     assert pinned.location == "alignment-handbook/zephyr-7b-sft-full"
 
@@ -58,20 +62,20 @@ def loads(monkeypatch, tiny):
 
 
 def test_revision_reaches_every_load_of_a_hub_model(tmp_path, loads):
-    chain = pipeline(tmp_path)
-    start = chain.base_model()
-    chain.load(start)
-    chain.load_private(start)
-    chain.check_prompts(start, ["What is 2 + 2?"], "test")
+    ctx = context(tmp_path)
+    start = base_model(ctx)
+    ctx.models.load(start)
+    ctx.models.load_private(start)
+    check_prompts(ctx.cfg, start, ["What is 2 + 2?"], "test")
     hub = "alignment-handbook/zephyr-7b-sft-full"
     # Model and tokenizer of load and load_private, the tokenizer of the prompt check.
     assert loads == [(hub, PINNED)] * 5
-    assert chain.identity(start) == {"path": hub, "revision": PINNED, "key": start.key}
+    assert identity(ctx.cfg, start) == {"path": hub, "revision": PINNED, "key": start.key}
 
 
 def test_a_local_directory_is_loaded_as_it_is(tmp_path, loads):
-    chain = pipeline(tmp_path)
+    ctx = context(tmp_path)
     trained = ModelRef("k", str(tmp_path))
-    chain.load(trained)
+    ctx.models.load(trained)
     assert loads == [(str(tmp_path), None)] * 2
-    assert chain.identity(trained)["revision"] is None
+    assert identity(ctx.cfg, trained)["revision"] is None

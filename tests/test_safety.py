@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from spin import models
-from spin.pipeline import ModelRef, Pipeline
+from spin.stages.context import Context
+from spin.stages.loading import ModelRef
 
 FAKE_SECRETS = {
     "WANDB_API_KEY": "fakewandbkey0spin0test0" + "7" * 17,
@@ -121,10 +122,10 @@ def test_remote_code_runs_only_when_the_config_turns_it_on(
     monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", spy(auto_tokenizer))
 
     cfg = compose_config("experiment=tiny", f"paths.root={tmp_path}", *overrides)
-    pipeline = Pipeline(cfg, tracker=None)
+    ctx = Context(cfg, tracker=None)
     ref = ModelRef("m", str(tmp_path / "m"))
-    pipeline.load(ref)
-    pipeline.long_prompts(ref)
+    ctx.models.load(ref)
+    ctx.long_prompts(ref)
     assert seen == [expected] * 3  # tokenizer and model, then the tokenizer for the checks
 
 

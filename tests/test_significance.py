@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spin.reporting import ReportError, Row, collect_rows, write_report
+from spin.errors import ReportError
+from spin.reporting import Row, collect_rows, write_report
 from spin.reporting.significance import paired_changes
 
 N = 128

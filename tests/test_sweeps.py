@@ -16,7 +16,7 @@ from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from spin.config import validate
+from spin.validation import validate
 
 PRESETS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 # Shrinks every job to seconds; the preset's own swept keys stay as they are.

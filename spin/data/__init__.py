@@ -18,7 +18,7 @@ from typing import Any
 
 from spin.data.arith import extract_answer, generate_arith
 from spin.data.formatting import PromptFormatter
-from spin.data.loaders import DataError, deduplicate, load_hf, load_jsonl, load_ultrachat
+from spin.data.loaders import deduplicate, load_hf, load_jsonl, load_ultrachat
 from spin.data.mistakes import plausible_mistake
 from spin.data.preferences import (
     arith_preferences,
@@ -27,9 +27,9 @@ from spin.data.preferences import (
     load_ultrafeedback,
 )
 from spin.data.released import load_given_pairs
+from spin.errors import DataError
 
 __all__ = [
-    "DataError",
     "PromptFormatter",
     "Splits",
     "arith_preferences",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from spin.data.loaders import DataError
+from spin.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spin.errors import DataError
+
 EXPECTED_TEXT = "expected a non-empty string"
 EXPECTED_MESSAGES = "expected a list of {role, content} turns"
 # Local formats the datasets library reads, by file extension.
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
-class DataError(ValueError):
-    """A data row or source is unusable; the message names file, row, field and expectation."""
 
 
 @dataclass(frozen=True)

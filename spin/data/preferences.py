@@ -18,7 +18,6 @@ from typing import Any
 
 from spin.data.loaders import (
     EXPECTED_MESSAGES,
-    DataError,
     _open_dataset,
     _require_columns,
     _text,
@@ -26,6 +25,7 @@ from spin.data.loaders import (
     jsonl_rows,
 )
 from spin.data.mistakes import plausible_mistake
+from spin.errors import DataError
 
 log = logging.getLogger(__name__)
 

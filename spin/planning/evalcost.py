@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+from evaluation.lm_eval_adapter import load_task_yaml
 from evaluation.plan import TASKS_DIR, TaskPlan
 
 # Subword tokenizers average about four characters per token on English text; the tiny
@@ -102,9 +103,7 @@ def _generation_budget(task: str) -> int:
     path = TASKS_DIR / f"{task}.yaml"
     if not path.is_file():
         return 0
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    config = load_yaml(path, resolve_func=False)
+    config = load_task_yaml(path)
     if config.get("output_type") != "generate_until":
         return 0
     return int(config.get("generation_kwargs", {}).get("max_gen_toks", DEFAULT_GEN_TOKENS))

@@ -32,7 +32,7 @@ HARDWARE = {
     "h100": Hardware("h100", "NVIDIA H100 SXM, bf16 dense", 989e12, 3.35e12, 0.4, 80 * GiB),
     # torch.mm fp32 peak measured on the project's 2-core reference machine
     # (docs/performance.md); 2 GB/s is the order of the weight-read rate its decoding
-    # reached in the README's default run (256 steps over 540 MB of weights in 96 s);
+    # reached in the default run measured on b0c45f3 (256 steps over 540 MB of weights in 96 s);
     # 24 GiB of host memory.
     "cpu": Hardware(
         "cpu", "2 CPU cores, fp32 (measured matmul peak)", 8.0e10, 2.0e9, 0.2, 24 * GiB

@@ -4,7 +4,8 @@
 writes every table and figure for those rows into a folder (and, if asked, into W&B), with
 the paired bootstrap intervals of each model's changes against SFT where the rows hold
 per-document scores (changes.md, changes.csv, and marks in the tables). The
-``report.py`` command and the sweep runner both go through these two functions.
+``report.py`` command and the sweep runner both go through these two functions; the table a
+single job prints when it ends is :mod:`spin.reporting.job_table`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spin.reporting.changes import changes_csv, changes_markdown
-from spin.reporting.collect import ReportError, Row, collect_rows
+from spin.reporting.collect import Row, collect_rows
 from spin.reporting.paper import with_paper
 from spin.reporting.plots import plot_curves, plot_scores
 from spin.reporting.significance import Changes, all_changes
@@ -27,7 +28,7 @@ from spin.reporting.tables import (
     table_records,
 )
 
-__all__ = ["ReportError", "Row", "collect_rows", "log_wandb", "write_report"]
+__all__ = ["Row", "collect_rows", "log_wandb", "write_report"]
 
 PLOTS = {"scores_vs_iteration.png": plot_scores, "training_curves.png": plot_curves}
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spin.errors import ReportError
+
 REPORT_FILE = "report.json"
 KINDS = ("sft", "sft_more", "dpo", "spin", "spin_dpo")
 COST_FIELDS = (
@@ -31,10 +33,6 @@ NOT_DISTINGUISHING = frozenset({"baseline", "iter"})
 # Kinds whose training depends on the swept settings; SFT rows are named by their label alone
 # unless two different SFT models would otherwise share a name.
 SETTING_DEPENDENT = frozenset({"dpo", "spin", "spin_dpo"})
-
-
-class ReportError(ValueError):
-    """A report.json that cannot be read as the job report contract describes."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from spin.errors import Mismatch
 from spin.reporting.collect import Row
 
 RESAMPLES = 10_000
@@ -46,10 +47,6 @@ class Change:
 
 Changes = dict[str, dict[str, Change]]
 """Per ``model_key``, per score key (``<task>/<metric>`` or ``average``), the change."""
-
-
-class Mismatch(ValueError):
-    """The two models' documents cannot be paired (different counts or leaf tasks)."""
 
 
 def _by_leaf(values: list | dict[str, list]) -> dict[str, np.ndarray]:

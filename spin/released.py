@@ -18,11 +18,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.standalone import describe, score_with
-from spin.config import ConfigError
+from spin.errors import ConfigError
 from spin.job import start_job
 from spin.models import MODEL_FILES, download_command, is_hub_id, location_problem
-from spin.pipeline import scores
 from spin.planning import HARDWARE, Plan, build_plan
 from spin.planning.formatting import fmt_count, fmt_flops, fmt_int, fmt_seconds
 from spin.planning.stages import Stage, stage_seconds
@@ -33,6 +31,8 @@ from spin.reporting.paper import (
     load_paper,
     paper_label,
 )
+from spin.stages.scoring import scores
+from spin.standalone import describe, score_with
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """Scoring one model outside the chain (``evaluate.py``), through the chain's own code.
 
-The model is scored by :meth:`spin.pipeline.Pipeline.evaluate` against the same artifact
+The model is scored by :func:`spin.stages.scoring.evaluate` against the same artifact
 store, so a checkpoint the chain produced keeps its provenance key: scoring it again with
 the same settings does no work, and the chain finds scores made here.
 
 ``model.path`` names the model, checked before any work: a local model directory, or a hub
 id whose model is in the Hugging Face cache or on a reachable hub, loaded at
 ``model.revision`` whatever the model group. Anything else stops with a
-:class:`~spin.config.ConfigError` naming the path, never a silent fall-back to another model.
+:class:`~spin.errors.ConfigError` naming the path, never a silent fall-back to another model.
 Every scoring names the model it scored (path or hub id, revision, key): printed, in the W&B
 summary and in the eval artifact's results.json.
 """
@@ -20,10 +20,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spin.artifacts import spec_key
-from spin.config import ConfigError
+from spin.errors import ConfigError
 from spin.job import start_job
 from spin.models import MODEL_FILES, download_command, is_hub_id, location_problem
-from spin.pipeline import ModelRef, Pipeline, scores
+from spin.stages.context import Context
+from spin.stages.loading import ModelRef
+from spin.stages.scoring import evaluate, identity, scores
+from spin.stages.start import base_model, start_model
 from spin.tracking import Tracker
 
 
@@ -90,20 +93,20 @@ def fetch_hint(repo_id: str, revision: str | None, key: str) -> str:
     )
 
 
-def model_ref(cfg: DictConfig, pipeline: Pipeline) -> ModelRef:
+def model_ref(cfg: DictConfig, ctx: Context) -> ModelRef:
     """The model ``cfg`` names (checked by :func:`check_model`): a model artifact of the store
     under its own key; under a ``hub`` model group the group's start model (the key a chain
     starting from it has); otherwise a directory or hub id under a key of its own. Without
     ``model.path``, the configured start model."""
     location = model_location(cfg)
     if location is None:
-        return pipeline.start_model()[0]
+        return start_model(ctx)[0]
     local = Path(location)
     key = artifact_key(local.resolve()) if local.is_dir() else None
     if key is not None:
         return ModelRef(key, str(local.resolve()))
     if cfg.model.source == "hub":
-        return pipeline.base_model()
+        return base_model(ctx)
     if local.is_dir():
         return ModelRef(directory_key(local.resolve()), str(local.resolve()))
     return ModelRef(hub_key(location, cfg.model.revision), location)
@@ -120,9 +123,9 @@ def describe(identity: dict[str, Any]) -> str:
 def score_with(cfg: DictConfig, tracker: Tracker) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score the model ``cfg`` names and return its identity and the results; the model is
     assumed checked (:func:`check_model`)."""
-    pipeline = Pipeline(cfg, tracker)
-    ref = model_ref(cfg, pipeline)
-    return pipeline.identity(ref), pipeline.evaluate(ref)
+    ctx = Context(cfg, tracker)
+    ref = model_ref(cfg, ctx)
+    return identity(cfg, ref), evaluate(ctx, ref)
 
 
 def score(cfg: DictConfig, job_dir: Path, job_name: str) -> tuple[dict[str, Any], dict[str, Any]]:

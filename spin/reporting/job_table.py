@@ -1,5 +1,8 @@
 """The table a job (or a standalone scoring) prints at the end: one column per model, one row
-per task metric, and the average over tasks last."""
+per task metric, and the average over tasks last.
+
+The comparison reports over many jobs are the rest of this package; this is the one a
+single job shows on the console (spin/console.py decides what else reaches the console)."""
 
 from __future__ import annotations
 

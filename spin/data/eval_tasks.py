@@ -1,10 +1,12 @@
 """Builds the embedded tasks' JSONL files from the project's synthetic arithmetic problems.
 
 The files ship with the project (``evaluation/tasks/data``) so lm-eval's own CLI can run the
-tasks too; ``python -m evaluation.data`` rewrites them, and a test checks that the shipped
-files are exactly what this module builds. Evaluation items come from the arith TEST split,
-which is hash-disjoint from every train split the chain can draw, and the few-shot pool from
-the TRAIN split, as GSM8k draws its exemplars from its own train split.
+tasks too; ``python -m spin.data.eval_tasks`` rewrites them, and a test checks that the shipped
+files are exactly what this module builds. The builder lives in ``spin``, beside the generator
+it draws from, because ``evaluation`` is a library below ``spin`` and imports nothing from it.
+Evaluation items come from the arith TEST split, which is hash-disjoint from every train split
+the chain can draw, and the few-shot pool from the TRAIN split, as GSM8k draws its exemplars
+from its own train split.
 
 Schemas follow the hub data sets the tasks imitate: GSM8k's ``question``/``answer`` (the
 answer ends with ``#### <n>``) and TruthfulQA's ``question``/``mc2_targets`` (candidate
@@ -23,10 +25,11 @@ import json
 import random
 from pathlib import Path
 
-from spin.data import generate_arith
+from evaluation.plan import TASKS_DIR
+from spin.data.arith import generate_arith
 from spin.data.mistakes import plausible_mistake
 
-DATA_DIR = Path(__file__).parent / "tasks" / "data"
+DATA_DIR = TASKS_DIR / "data"
 SEED = 0
 # The chain's default data difficulty, so the test items are its held-out problems.
 DIFFICULTY = [2, 3]

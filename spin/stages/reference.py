@@ -1,0 +1,133 @@
+"""The reference log-probabilities of a set of pairs under a frozen model (the paper's
+p_{theta_t}), computed once and stored with the encoded pairs training reads. Under several
+processes each scores a run of whole batches and the main process gathers them."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from omegaconf import DictConfig
+
+from spin import distributed
+from spin.artifacts import Artifact, write_json
+from spin.logprobs import reference_batches, reference_logps
+from spin.lora import reference_spec
+from spin.pairs import all_pairs, draw_pairs
+from spin.stages.context import Context
+from spin.stages.loading import ModelRef
+from spin.stages.prompts import format_spec, formatter
+
+
+def reference(
+    ctx: Context, model: ModelRef, gens: list[Artifact], stage: str, draw_seed: int | None = None
+) -> Artifact:
+    """Reference log-probabilities of ``model`` on the pairs of ``gens``: all of them, or
+    with ``draw_seed`` one pair per prompt drawn from the sets (fictitious play)."""
+    cfg = ctx.cfg
+    spec = {
+        "model": model.key,
+        "generations": [g.key for g in gens],
+        **format_spec(cfg),
+        "max_prompt_length": cfg.model.max_prompt_length,
+        "max_length": cfg.model.max_length,
+        "drop_identical": cfg.spin.drop_identical,
+        "precision": cfg.trainer.precision,
+    } | reference_spec(cfg)
+    if draw_seed is not None:
+        spec["draw_seed"] = draw_seed
+
+    def build(work: Path) -> None:
+        start = time.perf_counter()
+        policy, tokenizer = ctx.models.load_reference(model)
+        rows = draw_pairs(gens, draw_seed) if draw_seed is not None else all_pairs(gens)
+        examples, n_identical = encode_pairs(cfg, tokenizer, rows)
+        scored = score_pairs(cfg, policy, tokenizer, examples, stage, work / "chunks")
+        if scored is None:
+            return  # another process's part, gathered by the main process
+        ref_real, ref_gen = scored
+        for ex, r, g in zip(examples, ref_real, ref_gen, strict=True):
+            ex["ref_real_logps"], ex["ref_generated_logps"] = r, g
+        Dataset.from_list(examples).save_to_disk(work / "pairs")
+        tokens = sum(len(e["real_input_ids"]) + len(e["generated_input_ids"]) for e in examples)
+        write_json(
+            work / "stats.json",
+            {
+                "n_pairs": len(examples),
+                "n_identical": n_identical,
+                "tokens": tokens,
+                "seconds": time.perf_counter() - start,
+            },
+        )
+        shutil.rmtree(work / "chunks")
+
+    return ctx.artifact("reference", spec, build, together=True)
+
+
+def score_pairs(
+    cfg: DictConfig,
+    policy: Any,
+    tokenizer: Any,
+    examples: list[dict],
+    stage: str,
+    chunk_dir: Path,
+) -> tuple[list[float], list[float]] | None:
+    """Reference log-probabilities of ``examples`` (real, generated) in input order.
+    Under several processes each scores a run of whole batches of the one-process
+    pass, so the values are the same, and the main process gathers them; the others
+    get None."""
+    batch_size = cfg.trainer.ref_batch_size
+    score = {
+        "batch_size": batch_size,
+        "pad_token_id": tokenizer.pad_token_id,
+        "precision": cfg.trainer.precision,
+    }
+    desc = f"{stage}: reference"
+    if distributed.world_size() == 1:
+        return reference_logps(policy, examples, desc=desc, chunk_dir=chunk_dir, **score)
+    batches = reference_batches(examples, batch_size)
+    part = distributed.my_block(len(batches), 1)
+    positions = [i for batch in batches[part.start : part.stop] for i in batch]
+    real, generated = reference_logps(
+        policy,
+        [examples[i] for i in positions],
+        desc=f"{desc} [{distributed.rank()}]",
+        chunk_dir=chunk_dir / f"from-batch-{part.start}",
+        **score,
+    )
+    parts = distributed.gather((positions, real, generated))
+    if parts is None:
+        return None
+    by_position = {i: (r, g) for p in parts for i, r, g in zip(*p, strict=True)}
+    ordered = [by_position[i] for i in range(len(examples))]
+    return [r for r, _ in ordered], [g for _, g in ordered]
+
+
+def encode_pairs(cfg: DictConfig, tokenizer: Any, rows: list[dict]) -> tuple[list[dict], int]:
+    """The pairs as token ids and response masks in the training format, and how many were
+    identical (dropped with ``spin.drop_identical``: they carry no gradient)."""
+    fmt = formatter(cfg, tokenizer)
+    lengths = (cfg.model.max_prompt_length, cfg.model.max_length)
+    examples, n_identical = [], 0
+    for row in rows:
+        n_identical += row["identical"]
+        if row["identical"] and cfg.spin.drop_identical:
+            continue
+        real, generated = fmt.encode_pair(row["prompt"], [row["real"], row["generated"]], *lengths)
+        examples.append(
+            {
+                "real_input_ids": real["input_ids"],
+                "real_response_mask": real["response_mask"],
+                "generated_input_ids": generated["input_ids"],
+                "generated_response_mask": generated["response_mask"],
+            }
+        )
+    if not examples:
+        raise ValueError(
+            "no training pairs left: every generated response equals the real one; "
+            "set spin.drop_identical=false or use sampling (generation=sampling)"
+        )
+    return examples, n_identical

@@ -1,0 +1,51 @@
+"""Scoring a model on the eval tasks: once per model and scoring settings, shared by every job
+and by evaluate.py (spin/standalone.py), and naming the model it scored."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from evaluation import eval_spec, flat_scores, plan_tasks, prepare, run_tasks
+from spin.artifacts import read_json, write_json
+from spin.models import hub_revision
+from spin.stages.context import Context
+from spin.stages.loading import ModelRef
+
+
+def evaluate(ctx: Context, model: ModelRef) -> dict[str, Any]:
+    """Score a model on the eval tasks: once per model and scoring settings, shared by
+    every job (the start model is scored once for all jobs that start from it). The
+    results name the model that was scored (``summary.model``, see :func:`identity`)."""
+    cfg = ctx.cfg
+    plans = plan_tasks(cfg.eval)
+    if not plans:
+        return {}
+    spec = {"model": model.key, "dtype": cfg.model.dtype}
+    spec |= eval_spec(cfg.eval, plans)
+
+    def build(work: Path) -> None:
+        prepared = prepare(plans, work)  # fails here, before the model is loaded
+        policy, tokenizer = ctx.models.load(model)
+        results = run_tasks(prepared, policy, tokenizer, cfg.eval, work / "by_shots")
+        results["summary"]["model"] = identity(cfg, model)
+        write_json(work / "results.json", results)
+        shutil.rmtree(work / "by_shots")
+
+    return read_json(ctx.artifact("eval", spec, build).path / "results.json")
+
+
+def identity(cfg: DictConfig, model: ModelRef) -> dict[str, Any]:
+    """Which model a score belongs to: where it loads from (a directory or a hub id), the
+    hub revision (None for a directory, used as it is) and its artifact key. An eval
+    artifact is shared by key, so its record names the location it was first scored at."""
+    revision = hub_revision(model.location, cfg.model.revision)
+    return {"path": model.location, "revision": revision, "key": model.key}
+
+
+def scores(result: dict[str, Any]) -> dict[str, float]:
+    """``<task>/<metric>`` -> value and ``average`` of an evaluation result."""
+    return flat_scores(result["summary"]) if result else {}
