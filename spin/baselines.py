@@ -11,6 +11,7 @@ from pathlib import Path
 from spin.artifacts import Artifact
 from spin.data import fingerprint, load_preferences
 from spin.logbook import Logbook, Scored
+from spin.losses import is_reference_free, variant_settings
 from spin.pairs import read_pairs, write_pairs
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
@@ -37,7 +38,8 @@ def dpo(ctx: Context, book: Logbook, model: ModelRef, label: str, kind: str, t: 
     base = ctx.cfg.baseline
     pairs = preferences(ctx)
     check_prompts(ctx.cfg, model, [p["prompt"] for p in read_pairs(pairs)], "preference")
-    refs = [(reference(ctx, model, [pairs], kind), 1.0)]
+    scored = not is_reference_free(base.loss)
+    refs = [(reference(ctx, model, [pairs], kind, score=scored), 1.0)]
     objective = Objective(
         loss=base.loss,
         beta=base.beta,
@@ -45,6 +47,7 @@ def dpo(ctx: Context, book: Logbook, model: ModelRef, label: str, kind: str, t: 
         label_smoothing=0.0,
         lr=base.lr if base.lr is not None else ctx.cfg.trainer.lr,
         epochs=base.epochs,
+        settings=variant_settings(base.loss, ctx.cfg.loss),
     )
     trained, artifact = train(ctx, model, refs, objective, kind)
     evaluation = evaluate(ctx, trained)

@@ -23,6 +23,7 @@ from spin.artifacts import Artifact
 from spin.baselines import dpo, sft_more, spin_dpo
 from spin.config import IterationSettings, iteration_settings
 from spin.logbook import Logbook
+from spin.losses import variant_settings
 from spin.stages.context import Context
 from spin.stages.generation import generate
 from spin.stages.loading import ModelRef
@@ -56,7 +57,8 @@ def spin(ctx: Context, book: Logbook, start: ModelRef) -> ModelRef:
 
 def objective(ctx: Context, settings: IterationSettings) -> Objective:
     """What iteration training optimises: the configured loss, with the iteration's beta,
-    learning rate and epochs."""
+    learning rate and epochs, and the settings of its own the loss declares (IRIS's alpha:
+    the iteration's, from ``schedule``)."""
     loss = ctx.cfg.loss
     return Objective(
         loss=loss.name,
@@ -65,6 +67,7 @@ def objective(ctx: Context, settings: IterationSettings) -> Objective:
         label_smoothing=loss.label_smoothing,
         lr=settings.lr,
         epochs=settings.epochs,
+        settings=variant_settings(loss.name, {**loss, "alpha": settings.alpha}),
     )
 
 

@@ -86,6 +86,15 @@ class LossConfig:
     # Weight of the real response's length-normalised NLL added to the loss (0 = off).
     nll_weight: float = 0.0
     label_smoothing: float = 0.0
+    # Variant settings: a loss receives (and its model's key records) only those its function
+    # declares (spin/losses.py). SPACE's noise ratio:
+    mu: float = 1.0
+    # SimPO's target margin between the length-normalised rewards:
+    gamma: float = 0.5
+    # IRIS's Renyi order (a reconstruction, docs/variants.md): 1 = untilted (SPACE), 2 = the
+    # chi-squared-type tilt; 1.5, between them, up-weights hard pairs without letting the
+    # worst pair of a micro-batch dominate. Per iteration: schedule.<t>.alpha.
+    alpha: float = 1.5
 
 
 @dataclass
@@ -278,6 +287,8 @@ class IterationOverride:
     beta: float | None = None
     epochs: float | None = None
     mix_previous: bool | None = None
+    # IRIS's Renyi order (loss.alpha) for this iteration; other losses ignore it.
+    alpha: float | None = None
 
 
 @dataclass
@@ -447,6 +458,7 @@ class IterationSettings:
     beta: float
     epochs: float
     mix_previous: bool
+    alpha: float
 
 
 def iteration_settings(cfg: DictConfig, t: int) -> IterationSettings:
@@ -462,6 +474,7 @@ def iteration_settings(cfg: DictConfig, t: int) -> IterationSettings:
         beta=pick("beta", cfg.loss.beta),
         epochs=pick("epochs", cfg.trainer.epochs),
         mix_previous=pick("mix_previous", cfg.spin.mix_previous),
+        alpha=pick("alpha", cfg.loss.alpha),
     )
 
 

@@ -164,7 +164,9 @@ class Logbook:
                 "time/reference_s": costs["reference_s"],
                 "time/train_s": costs["train_s"],
                 "throughput/generation_tokens_per_s": gen_stats["tokens_per_second"],
-                "throughput/reference_tokens_per_s": ref_stats["tokens"] / ref_stats["seconds"],
+                "throughput/reference_tokens_per_s": ref_stats["tokens"] / ref_stats["seconds"]
+                if ref_stats["seconds"]
+                else None,
                 "throughput/train_pairs_per_s": final.get("train_samples_per_second"),
             }
         )
@@ -181,13 +183,14 @@ def costs(scored: Scored, history: list[dict]) -> dict[str, Any]:
     """The seconds and tokens of the stages that made a model (None where a stage did not
     run for it, or, like given pairs, has no cost of its own)."""
     gen_stats = read_json(scored.gen.path / "stats.json") if scored.gen else {}
+    # None where no model scored the pairs (a reference-free loss's encoded pairs).
     ref_seconds = [read_json(r.path / "stats.json")["seconds"] for r, _ in scored.refs]
     final = next((e for e in history if "train_runtime" in e), {})
     trained_stats = scored.trained.path / "stats.json" if scored.trained else None
     evaluation = scored.evaluation
     return {
         "generation_s": gen_stats.get("seconds"),
-        "reference_s": sum(ref_seconds) if ref_seconds else None,
+        "reference_s": sum(ref_seconds) if ref_seconds and None not in ref_seconds else None,
         "train_s": final.get("train_runtime"),
         "eval_s": evaluation["summary"].get("seconds") if evaluation else None,
         "tokens_generated": gen_stats.get("generated_tokens"),

@@ -31,7 +31,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spin.callbacks import FiniteLossTrainer
 from spin.logprobs import PAIR_KEYS, check_pair_keys, pack_pairs, packed_length, pair_logps
-from spin.losses import LossOutput, get_loss
+from spin.losses import LossOutput, call_loss, get_loss
 
 REF_KEYS = ("ref_real_logps", "ref_generated_logps")
 # Names logged per pair, averaged since the last log (the order of SPINTrainer._record).
@@ -135,7 +135,7 @@ class SPINTrainer(ResumableOrder):
 
     ``nll_weight`` adds the real response's per-token negative log-likelihood (as in
     iterative RPO), which keeps the real answers' likelihood from falling with the generated
-    ones'.
+    ones'. ``loss_settings`` are the variant's own settings (:func:`spin.losses.variant_settings`).
     """
 
     # The loss is a mean over the micro-batch's pairs; Trainer divides it for accumulation.
@@ -148,9 +148,12 @@ class SPINTrainer(ResumableOrder):
         beta: float,
         label_smoothing: float = 0.0,
         nll_weight: float = 0.0,
+        loss_settings: dict | None = None,
         **kwargs,
     ) -> None:
-        self.loss_fn = get_loss(loss_name)
+        get_loss(loss_name)  # an unknown name fails here, before any training
+        self.loss_name = loss_name
+        self.loss_settings = dict(loss_settings or {})
         self.beta = beta
         self.label_smoothing = label_smoothing
         self.nll_weight = nll_weight
@@ -171,19 +174,24 @@ class SPINTrainer(ResumableOrder):
         logps = pair_logps(model, inputs)
         n_pairs = inputs["ref_real_logps"].shape[0]
         policy_real, policy_generated = logps[:n_pairs], logps[n_pairs:]
-        out = self.loss_fn(
-            policy_real,
-            policy_generated,
-            inputs["ref_real_logps"],
-            inputs["ref_generated_logps"],
+        # Scored response tokens per sequence: the real responses', then the generated ones'.
+        scored = torch.bincount(inputs["score_owner"], minlength=2 * n_pairs)
+        real_lengths, generated_lengths = scored[:n_pairs], scored[n_pairs : 2 * n_pairs]
+        out = call_loss(
+            self.loss_name,
+            policy_real=policy_real,
+            policy_generated=policy_generated,
+            ref_real=inputs["ref_real_logps"],
+            ref_generated=inputs["ref_generated_logps"],
             beta=self.beta,
             label_smoothing=self.label_smoothing,
+            real_lengths=real_lengths,
+            generated_lengths=generated_lengths,
+            **self.loss_settings,
         )
         loss = out.losses.mean()
         if self.nll_weight:
-            scored = torch.bincount(inputs["score_owner"], minlength=2 * n_pairs)
-            n_tokens = scored[:n_pairs].clamp(min=1)
-            loss = loss + self.nll_weight * (-policy_real / n_tokens).mean()
+            loss = loss + self.nll_weight * (-policy_real / real_lengths.clamp(min=1)).mean()
         self._record("train" if model.training else "eval", out, policy_real, policy_generated)
         if return_outputs:
             return loss, {
@@ -333,13 +341,16 @@ def train_pairs(
     callbacks: tuple[TrainerCallback, ...] | list[TrainerCallback] = (),
     resume_from: Path | None = None,
     save_to: Path | None = None,
+    loss_settings: dict | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on pairs carrying reference log-probs; returns the log history.
 
     ``examples`` may be a list of dicts or a ``datasets.Dataset`` (as stored by the pipeline);
     only the pair and reference fields are used. ``resume_from`` is a checkpoint of an
     interrupted run of the same training (:func:`last_checkpoint`) to continue from;
-    ``save_to`` where the Trainer saves the model (:func:`run_training`).
+    ``save_to`` where the Trainer saves the model (:func:`run_training`); ``loss_settings``
+    the loss variant's own settings. A reference-free loss's pairs carry zeros as
+    reference log-probabilities, which it never reads.
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
@@ -365,6 +376,7 @@ def train_pairs(
         beta=beta,
         label_smoothing=label_smoothing,
         nll_weight=nll_weight,
+        loss_settings=loss_settings,
     )
     return run_training(trainer, resume_from, save_to)
 

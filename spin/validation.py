@@ -40,6 +40,7 @@ ALLOWED = {
 
 POSITIVE = (
     "loss.beta",
+    "loss.alpha",
     "trainer.lr",
     "trainer.epochs",
     "trainer.batch_size",
@@ -82,7 +83,7 @@ def validate(cfg: DictConfig) -> None:
         if not str(key).isdigit():
             raise ConfigError(f"schedule.{key}: keys are iteration numbers (0, 1, ...)")
         check_keys(override, IterationOverride, f"schedule.{key}.")
-        for name in ("lr", "beta", "epochs"):
+        for name in ("lr", "beta", "epochs", "alpha"):
             value = override.get(name)
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise ConfigError(f"schedule.{key}.{name}={value!r} must be a positive number")

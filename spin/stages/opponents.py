@@ -1,7 +1,9 @@
 """Whose play iteration t trains against (``opponent.name``): which pairs it trains on and
 under which frozen model(s) their reference log-probabilities are taken. Each opponent is one
 function of the iteration's :class:`Turn`; a new one is a function here and a name in
-OPPONENTS (and in the config's allowed ``opponent.name`` values)."""
+OPPONENTS (and in the config's allowed ``opponent.name`` values). Under a reference-free
+loss (spin.losses.REFERENCE_FREE) an opponent only chooses the pairs: they are encoded and
+no model scores them, so ``kl_mixture`` is ``previous``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 from spin.artifacts import Artifact
 from spin.config import IterationSettings
+from spin.losses import is_reference_free
 from spin.pairs import ReferenceMix
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
@@ -25,6 +28,7 @@ class Turn:
     model: ModelRef  # M_t
     gens: list[Artifact]  # the pair sets of iterations 0..t
     settings: IterationSettings
+    scored: bool = True  # whether the pairs get reference log-probabilities (the loss reads them)
 
     @property
     def stage(self) -> str:
@@ -40,21 +44,22 @@ class Turn:
 def previous(ctx: Context, turn: Turn) -> ReferenceMix:
     """The paper's opponent: M_t's own pairs of iteration t, plus those of t-1 when mixing
     is on, all referenced under M_t."""
-    return [(reference(ctx, turn.model, turn.pair_sets(), turn.stage), 1.0)]
+    return [(reference(ctx, turn.model, turn.pair_sets(), turn.stage, score=turn.scored), 1.0)]
 
 
 def fictitious(ctx: Context, turn: Turn) -> ReferenceMix:
     """Fictitious play: per prompt one pair drawn from every iteration's so far."""
     seed = ctx.cfg.opponent.seed + turn.t
-    return [(reference(ctx, turn.model, turn.gens, turn.stage, draw_seed=seed), 1.0)]
+    ref = reference(ctx, turn.model, turn.gens, turn.stage, draw_seed=seed, score=turn.scored)
+    return [(ref, 1.0)]
 
 
 def kl_mixture(ctx: Context, turn: Turn) -> ReferenceMix:
     """The paper's pairs under a mixture of references: M_t with ``opponent.mixture_weight``,
     the start model with the rest (M_t alone while M_t is the start model)."""
     sets = turn.pair_sets()
-    ref = reference(ctx, turn.model, sets, turn.stage)
-    if turn.model.key == turn.start.key:
+    ref = reference(ctx, turn.model, sets, turn.stage, score=turn.scored)
+    if turn.model.key == turn.start.key or not turn.scored:
         return [(ref, 1.0)]
     start_ref = reference(ctx, turn.start, sets, f"{turn.stage}: start model")
     weight = ctx.cfg.opponent.mixture_weight
@@ -78,4 +83,6 @@ def opponent_references(
 ) -> ReferenceMix:
     """The pairs iteration ``t`` trains on and their reference, by ``opponent.name``: from
     ``gens``, the pair sets of iterations 0..t, for M_t (``model``) chained from ``start``."""
-    return OPPONENTS[ctx.cfg.opponent.name](ctx, Turn(t, start, model, gens, settings))
+    scored = not is_reference_free(ctx.cfg.loss.name)
+    turn = Turn(t, start, model, gens, settings, scored)
+    return OPPONENTS[ctx.cfg.opponent.name](ctx, turn)

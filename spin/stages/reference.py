@@ -16,6 +16,7 @@ from spin import distributed
 from spin.artifacts import Artifact, write_json
 from spin.logprobs import reference_batches, reference_logps
 from spin.lora import reference_spec
+from spin.models import load_tokenizer
 from spin.pairs import all_pairs, draw_pairs
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
@@ -23,10 +24,20 @@ from spin.stages.prompts import format_spec, formatter
 
 
 def reference(
-    ctx: Context, model: ModelRef, gens: list[Artifact], stage: str, draw_seed: int | None = None
+    ctx: Context,
+    model: ModelRef,
+    gens: list[Artifact],
+    stage: str,
+    draw_seed: int | None = None,
+    score: bool = True,
 ) -> Artifact:
     """Reference log-probabilities of ``model`` on the pairs of ``gens``: all of them, or
-    with ``draw_seed`` one pair per prompt drawn from the sets (fictitious play)."""
+    with ``draw_seed`` one pair per prompt drawn from the sets (fictitious play).
+
+    Without ``score`` (a reference-free loss) the pairs are encoded with ``model``'s
+    tokenizer and no model scores them: an artifact of kind ``pairs`` whose reference
+    columns hold zeros, which such a loss never reads, so training reads it like any
+    other; its stats record no reference seconds (the report's reference time is None)."""
     cfg = ctx.cfg
     spec = {
         "model": model.key,
@@ -35,17 +46,25 @@ def reference(
         "max_prompt_length": cfg.model.max_prompt_length,
         "max_length": cfg.model.max_length,
         "drop_identical": cfg.spin.drop_identical,
-        "precision": cfg.trainer.precision,
-    } | reference_spec(cfg)
+    }
+    if score:
+        spec |= {"precision": cfg.trainer.precision} | reference_spec(cfg)
     if draw_seed is not None:
         spec["draw_seed"] = draw_seed
 
     def build(work: Path) -> None:
         start = time.perf_counter()
-        policy, tokenizer = ctx.models.load_reference(model)
         rows = draw_pairs(gens, draw_seed) if draw_seed is not None else all_pairs(gens)
-        examples, n_identical = encode_pairs(cfg, tokenizer, rows)
-        scored = score_pairs(cfg, policy, tokenizer, examples, stage, work / "chunks")
+        if not score:
+            tokenizer = load_tokenizer(
+                model.location, cfg.model.trust_remote_code, cfg.model.revision
+            )
+            examples, n_identical = encode_pairs(cfg, tokenizer, rows)
+            scored = [0.0] * len(examples), [0.0] * len(examples)
+        else:
+            policy, tokenizer = ctx.models.load_reference(model)
+            examples, n_identical = encode_pairs(cfg, tokenizer, rows)
+            scored = score_pairs(cfg, policy, tokenizer, examples, stage, work / "chunks")
         if scored is None:
             return  # another process's part, gathered by the main process
         ref_real, ref_gen = scored
@@ -53,18 +72,20 @@ def reference(
             ex["ref_real_logps"], ex["ref_generated_logps"] = r, g
         Dataset.from_list(examples).save_to_disk(work / "pairs")
         tokens = sum(len(e["real_input_ids"]) + len(e["generated_input_ids"]) for e in examples)
+        seconds = time.perf_counter() - start
         write_json(
             work / "stats.json",
             {
                 "n_pairs": len(examples),
                 "n_identical": n_identical,
                 "tokens": tokens,
-                "seconds": time.perf_counter() - start,
+                "seconds": seconds if score else None,
             },
         )
-        shutil.rmtree(work / "chunks")
+        shutil.rmtree(work / "chunks", ignore_errors=True)
 
-    return ctx.artifact("reference", spec, build, together=True)
+    kind = "reference" if score else "pairs"
+    return ctx.artifact(kind, spec, build, together=score)
 
 
 def score_pairs(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from spin import distributed
 from spin.artifacts import Artifact, read_json, write_json
 from spin.lora import lora_spec, merge_adapters
+from spin.losses import is_reference_free
 from spin.pairs import ReferenceMix, mixed_reference
 from spin.precision import cast_saved_model, master_weights_spec
 from spin.stages.context import Context, section
@@ -34,25 +35,28 @@ class Objective:
     label_smoothing: float
     lr: float
     epochs: float
+    # The loss variant's own settings (spin.losses.variant_settings), e.g. SPACE's mu.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def train(
     ctx: Context, model: ModelRef, refs: ReferenceMix, objective: Objective, stage: str
 ) -> tuple[ModelRef, Artifact]:
     """Train from ``model`` on the pairs of ``refs`` (their reference log-probabilities
-    mixed by weight) with a pairwise loss."""
+    mixed by weight) with a pairwise loss; a reference-free loss's ``refs`` is its encoded
+    pairs alone, which its key names as ``pairs``."""
     loss = {
         "name": objective.loss,
         "beta": objective.beta,
         "nll_weight": objective.nll_weight,
         "label_smoothing": objective.label_smoothing,
-    }
+    } | objective.settings
     trainer = trainer_settings(ctx.cfg, objective.lr, objective.epochs)
     single = len(refs) == 1 and refs[0][1] == 1.0
     reference = refs[0][0].key if single else [[ref.key, weight] for ref, weight in refs]
     spec = {
         "parent": model.key,
-        "reference": reference,
+        "pairs" if is_reference_free(objective.loss) else "reference": reference,
         "loss": loss,
         "trainer": trainer_key(trainer),
     }
@@ -71,6 +75,7 @@ def train(
             beta=objective.beta,
             label_smoothing=objective.label_smoothing,
             nll_weight=objective.nll_weight,
+            loss_settings=objective.settings,
             resume_from=resume_point(work),
             save_to=trainer_saves(ctx.cfg, work),
         )
