@@ -68,9 +68,9 @@ def cast_saved_model(directory: Path, dtype: str) -> None:
     """Rewrite a saved model's floating-point weights in ``dtype``, one safetensors file at a
     time (a 7B model is never whole in memory), and record ``dtype`` in its config.json.
 
-    Every training path saves through here: the pipeline's own save and the Trainer's under
-    FSDP write the float32 masters; ZeRO-3's 16-bit save is usually in ``dtype`` already.
-    A file already in ``dtype`` is only read for its header.
+    Every training path saves through here. The chain's own save casts in memory first, so
+    its files are only read for their headers; the Trainer's save under FSDP writes the
+    float32 masters, and ZeRO-3's 16-bit save is usually in ``dtype`` already.
     """
     code = SAFETENSORS_CODES[dtype]
     total = 0

@@ -20,6 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 register_schema()
 
+# Local copies of the leaderboard tasks' data sets, in each hub data set's layout.
+LEADERBOARD_FIXTURES = ROOT / "tests" / "fixtures" / "eval_leaderboard"
+FIXTURE_OF = {
+    "arc_challenge": "ai2_arc",
+    "truthfulqa_mc2": "truthful_qa",
+    "winogrande": "winogrande",
+    "gsm8k": "gsm8k",
+    "hellaswag": "hellaswag",
+    "mmlu": "mmlu",
+}
+
+
+def on_fixtures(*tasks: str) -> list[str]:
+    """Overrides that score ``tasks`` (all six by default) on their local fixtures."""
+    return [
+        f"eval.settings.{task}.dataset_path={LEADERBOARD_FIXTURES / FIXTURE_OF[task]}"
+        for task in tasks or FIXTURE_OF
+    ]
+
 
 def compose_config(*overrides: str) -> DictConfig:
     """The config `python train.py <overrides>` would run with."""

@@ -18,7 +18,7 @@ from statistics import fmean, stdev
 
 import datasets
 import pytest
-from conftest import ROOT, compose_config, run_train
+from conftest import ROOT, compose_config, on_fixtures, run_train
 
 from evaluation import plan_tasks, prepare, run_tasks
 from evaluation.errors import EvalConfigError
@@ -28,7 +28,6 @@ from spin.data import eval_tasks as embedded_data
 from spin.models import build_tiny
 from spin.tracking import read_metrics
 
-FIXTURES = ROOT / "tests" / "fixtures" / "eval_leaderboard"
 LEADERBOARD = {
     "arc_challenge": (25, "acc_norm,none"),
     "truthfulqa_mc2": (0, "acc,none"),
@@ -37,18 +36,6 @@ LEADERBOARD = {
     "hellaswag": (10, "acc_norm,none"),
     "mmlu": (5, "acc,none"),
 }
-FIXTURE_OF = {
-    "arc_challenge": "ai2_arc",
-    "truthfulqa_mc2": "truthful_qa",
-    "winogrande": "winogrande",
-    "gsm8k": "gsm8k",
-    "hellaswag": "hellaswag",
-    "mmlu": "mmlu",
-}
-
-
-def fixture_overrides() -> list[str]:
-    return [f"eval.settings.{t}.dataset_path={FIXTURES / d}" for t, d in FIXTURE_OF.items()]
 
 
 def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -135,7 +122,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def leaderboard_run(tiny, tmp_path_factory):
-    cfg = compose_config("eval=leaderboard", "eval.max_new_tokens=4", *fixture_overrides())
+    cfg = compose_config("eval=leaderboard", "eval.max_new_tokens=4", *on_fixtures())
     plans = plan_tasks(cfg.eval)
     # A private datasets cache: datasets keys a local folder's cache by its layout, not its
     # files' content, so a cache shared across runs could serve edited fixtures stale.

@@ -16,23 +16,14 @@ from pathlib import Path
 import datasets
 import lm_eval
 import pytest
-from conftest import ROOT, compose_config
+from conftest import LEADERBOARD_FIXTURES, ROOT, compose_config, on_fixtures
 
 from evaluation import eval_spec, plan_tasks, prepare, run_tasks
 from evaluation.errors import EvalConfigError
 from evaluation.runner import LoadedModel
 
-FIXTURES = ROOT / "tests" / "fixtures" / "eval_leaderboard"
 V040_REQUESTS = ROOT / "tests" / "fixtures" / "lm_eval_v040" / "requests.json"
-FIXTURE_OF = {
-    "arc_challenge": "ai2_arc",
-    "truthfulqa_mc2": "truthful_qa",
-    "winogrande": "winogrande",
-    "gsm8k": "gsm8k",
-    "hellaswag": "hellaswag",
-    "mmlu": "mmlu",
-}
-ON_FIXTURES = [f"eval.settings.{t}.dataset_path={FIXTURES / d}" for t, d in FIXTURE_OF.items()]
+ON_FIXTURES = on_fixtures()
 
 
 def spy_on(patch: pytest.MonkeyPatch, cache: Path) -> dict[str, list]:
@@ -110,7 +101,7 @@ def test_results_record_lm_eval_version_and_each_tasks_fewshot_source(v040):
         "num_fewshot": 25,
         "split": "train",
         "file": None,
-        "dataset": str(FIXTURES / "ai2_arc"),
+        "dataset": str(LEADERBOARD_FIXTURES / "ai2_arc"),
         "dataset_name": "ARC-Challenge",
         "sampler": "default",
         "pool": 26,
@@ -139,7 +130,7 @@ def test_fewshot_split_setting_moves_where_examples_come_from(tiny, tmp_path, sp
     )
     source = result["summary"]["tasks"]["arc_challenge"]["fewshot"]
     assert (source["split"], source["pool"]) == ("test", 3)
-    rows = (FIXTURES / "ai2_arc" / "data" / "test.jsonl").read_text().splitlines()
+    rows = (LEADERBOARD_FIXTURES / "ai2_arc" / "data" / "test.jsonl").read_text().splitlines()
     questions = [json.loads(row)["question"] for row in rows]
     for request in spy["arc_challenge"]:
         context, evaluated = request.arguments[0], questions[request.doc_id]

@@ -11,7 +11,7 @@ from statistics import fmean
 
 import huggingface_hub
 import pytest
-from conftest import ROOT, run_entry
+from conftest import ROOT, on_fixtures, run_entry
 from hydra import compose, initialize_config_dir
 
 from spin.models import build_tiny
@@ -19,15 +19,13 @@ from spin.released import dry_run, entries
 from spin.reporting.paper import load_paper
 
 ROWS = ["sft", "spin_iter0", "spin_iter1", "spin_iter2", "spin_iter3", "dpo"]
-FIXTURES = ROOT / "tests" / "fixtures" / "eval_leaderboard"
 # Two leaderboard tasks on their fixtures, a couple of documents each: one multiple-choice,
 # one generative.
 LEADERBOARD = [
     "eval.tasks=[arc_challenge,gsm8k]",
     "eval.limit=2",
     "eval.max_new_tokens=4",
-    f"eval.settings.arc_challenge.dataset_path={FIXTURES / 'ai2_arc'}",
-    f"eval.settings.gsm8k.dataset_path={FIXTURES / 'gsm8k'}",
+    *on_fixtures("arc_challenge", "gsm8k"),
 ]
 
 

@@ -16,6 +16,7 @@ from spin import distributed
 from spin.artifacts import Artifact, read_json, write_json
 from spin.lora import lora_spec, merge_adapters
 from spin.losses import is_reference_free
+from spin.models import DTYPES
 from spin.pairs import ReferenceMix, mixed_reference
 from spin.precision import cast_saved_model, master_weights_spec
 from spin.stages.context import Context, section
@@ -151,8 +152,10 @@ def finish_training(
         return
     if not distributed.shards_weights(cfg):
         policy = merge_adapters(policy, parent.location, work / "adapter", cfg)
-        policy.save_pretrained(work / "model")
+        # Cast before saving, so the float32 masters are not written only to be rewritten.
+        policy.to(DTYPES[cfg.model.dtype]).save_pretrained(work / "model")
         tokenizer.save_pretrained(work / "model")
+    # The Trainer's own save (FSDP, ZeRO-3) writes what it holds: cast it on disk.
     cast_saved_model(work / "model", cfg.model.dtype)
     write_json(work / "history.json", history)
     write_json(work / "stats.json", {"tokens_trained": int(tokens)})
