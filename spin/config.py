@@ -95,6 +95,8 @@ class LossConfig:
     # chi-squared-type tilt; 1.5, between them, up-weights hard pairs without letting the
     # worst pair of a micro-batch dominate. Per iteration: schedule.<t>.alpha.
     alpha: float = 1.5
+    # T-SPIN's weight b of the historical advantage over iteration 0's generation:
+    history_weight: float = 0.1
 
 
 @dataclass

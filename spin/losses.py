@@ -13,7 +13,9 @@ field in ``LossConfig`` and one parameter of its function. The settings a loss d
 (:func:`variant_settings`) go into its trained model's key, so variants that declare none
 keep the keys they had. A loss registered with ``reference_free=True`` never reads the
 reference log-probabilities (they arrive as zeros) and the chain runs no reference pass
-for it.
+for it. A loss registered with ``anchored=True`` also reads ``policy_anchor``: the policy's
+log-probability of iteration 0's generation for the same prompt (None in iteration 0 and
+wherever there is no such generation, e.g. DPO's preference pairs).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ LossFn = Callable[..., LossOutput]
 LOSSES: dict[str, LossFn] = {}
 # Losses that never read the reference log-probabilities: no reference pass runs for them.
 REFERENCE_FREE: set[str] = set()
+# Losses that also score iteration 0's generation (policy_anchor): their pairs carry it.
+ANCHORED: set[str] = set()
 # What every loss is offered besides its variant settings (not part of those settings).
 COMMON_ARGUMENTS = (
     "policy_real",
@@ -52,10 +56,13 @@ COMMON_ARGUMENTS = (
     "label_smoothing",
     "real_lengths",
     "generated_lengths",
+    "policy_anchor",
 )
 
 
-def register_loss(name: str, reference_free: bool = False) -> Callable[[LossFn], LossFn]:
+def register_loss(
+    name: str, reference_free: bool = False, anchored: bool = False
+) -> Callable[[LossFn], LossFn]:
     """Make a loss selectable as ``loss.name=<name>``; config validation reads ``LOSSES``."""
 
     def add(fn: LossFn) -> LossFn:
@@ -64,6 +71,8 @@ def register_loss(name: str, reference_free: bool = False) -> Callable[[LossFn],
         LOSSES[name] = fn
         if reference_free:
             REFERENCE_FREE.add(name)
+        if anchored:
+            ANCHORED.add(name)
         return fn
 
     return add
@@ -72,6 +81,11 @@ def register_loss(name: str, reference_free: bool = False) -> Callable[[LossFn],
 def is_reference_free(name: str) -> bool:
     """Whether loss ``name`` trains without reference log-probabilities."""
     return name in REFERENCE_FREE
+
+
+def is_anchored(name: str) -> bool:
+    """Whether loss ``name`` also scores iteration 0's generation of each prompt."""
+    return name in ANCHORED
 
 
 def variant_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -270,3 +284,38 @@ def iris_loss(
     tau = alpha - 1
     total = tilted_risk(-F.logsigmoid(real), tau) + tilted_risk(-F.logsigmoid(-generated), tau)
     return LossOutput(total.expand_as(real), real, generated)
+
+
+@register_loss("tspin", reference_free=True, anchored=True)
+def tspin_loss(
+    policy_real: Tensor,
+    policy_generated: Tensor,
+    ref_real: Tensor,
+    ref_generated: Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+    policy_anchor: Tensor | None = None,
+    history_weight: float = 0.1,
+) -> LossOutput:
+    """T-SPIN (arXiv 2601.08198, eq. 7) on triplets (y real, y' current generation, y0 the
+    initial policy's generation for the same prompt), with l = -logsig and a = ``beta``:
+
+        l(a log p(y) - a log p(y')) + b * l(a log p(y') - a log p(y0)),  b = ``history_weight``
+
+    The first term is SPIN's current advantage; the second, the historical advantage, asks
+    the current generation to beat the initial policy's, so the loss keeps a gradient when y'
+    comes close to y and the first term flattens. The reward is a * log p_theta with summed
+    response log-probs and no reference model: the paper's entropy constraint takes the
+    place of SPIN's KL to the previous model, and its optimum is this reference-free reward.
+    y0 is iteration 0's generation, made once and reused; the policy scores it in training
+    (``policy_anchor``). In iteration 0, y0 is y' itself, so there is no history: the second
+    term is left out (the paper's b = 0 at iteration 0), as it is where no y0 exists (DPO).
+    The paper's defaults are a = 1 and b = 0.1. Uncertain: the paper also allows
+    l(x) = exp(-x), not offered here.
+    """
+    _reject_smoothing("tspin", label_smoothing)
+    real, generated = beta * policy_real, beta * policy_generated
+    losses = -F.logsigmoid(real - generated)
+    if policy_anchor is not None:
+        losses = losses - history_weight * F.logsigmoid(generated - beta * policy_anchor)
+    return LossOutput(losses, real, generated)

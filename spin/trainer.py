@@ -30,10 +30,21 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spin.callbacks import FiniteLossTrainer
-from spin.logprobs import PAIR_KEYS, check_pair_keys, pack_pairs, packed_length, pair_logps
+from spin.logprobs import (
+    PAIR_KEYS,
+    check_pair_keys,
+    pack_pairs,
+    packed_length,
+    pad_right,
+    pair_logps,
+    sequence_logps,
+)
 from spin.losses import LossOutput, call_loss, get_loss
 
 REF_KEYS = ("ref_real_logps", "ref_generated_logps")
+# The third side of a triplet, for an anchored loss (spin.losses.ANCHORED): iteration 0's
+# generation of the pair's prompt.
+ANCHOR_KEYS = ("anchor_input_ids", "anchor_response_mask")
 # Names logged per pair, averaged since the last log (the order of SPINTrainer._record).
 METRICS = (
     "rewards/real",
@@ -62,7 +73,8 @@ log = logging.getLogger(__name__)
 
 class PairCollator:
     """Pack a batch of B pairs into B rows (:func:`spin.logprobs.pack_pairs`) so the policy
-    scores both sides of every pair in one forward pass, the shared prompt once."""
+    scores both sides of every pair in one forward pass, the shared prompt once; triplets'
+    anchor sides are padded apart (``anchor_*``), for a forward of their own."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
@@ -71,6 +83,13 @@ class PairCollator:
         batch = pack_pairs(features, self.pad_token_id)
         for key in REF_KEYS:
             batch[key] = torch.tensor([f[key] for f in features], dtype=torch.float32)
+        if ANCHOR_KEYS[0] in features[0]:
+            anchors = pad_right(
+                [f[ANCHOR_KEYS[0]] for f in features],
+                [f[ANCHOR_KEYS[1]] for f in features],
+                self.pad_token_id,
+            )
+            batch |= {f"anchor_{key}": value for key, value in anchors.items()}
         return batch
 
 
@@ -179,6 +198,7 @@ class SPINTrainer(ResumableOrder):
         real_lengths, generated_lengths = scored[:n_pairs], scored[n_pairs : 2 * n_pairs]
         out = call_loss(
             self.loss_name,
+            policy_anchor=anchor_logps(model, inputs),
             policy_real=policy_real,
             policy_generated=policy_generated,
             ref_real=inputs["ref_real_logps"],
@@ -250,6 +270,18 @@ class SPINTrainer(ResumableOrder):
         totals = self.accelerator.reduce(totals, reduction="sum")
         means = (totals[:-1] / totals[-1]).tolist()
         return {prefix + name: value for name, value in zip(METRICS, means, strict=True)}
+
+
+def anchor_logps(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor | None:
+    """The policy's log-probabilities of the batch's anchor sides (None without them)."""
+    if "anchor_input_ids" not in inputs:
+        return None
+    return sequence_logps(
+        model,
+        inputs["anchor_input_ids"],
+        inputs["anchor_attention_mask"],
+        inputs["anchor_response_mask"],
+    )
 
 
 def training_arguments(
@@ -350,11 +382,15 @@ def train_pairs(
     interrupted run of the same training (:func:`last_checkpoint`) to continue from;
     ``save_to`` where the Trainer saves the model (:func:`run_training`); ``loss_settings``
     the loss variant's own settings. A reference-free loss's pairs carry zeros as
-    reference log-probabilities, which it never reads.
+    reference log-probabilities, which it never reads; an anchored loss's carry the
+    ``anchor_*`` side too (triplets), which the policy scores in a forward of its own.
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
     columns = PAIR_KEYS + REF_KEYS
+    first = examples.column_names if isinstance(examples, Dataset) else examples[0]
+    if ANCHOR_KEYS[0] in first:
+        columns += ANCHOR_KEYS
     if isinstance(examples, Dataset):
         missing = [key for key in columns if key not in examples.column_names]
         if missing:

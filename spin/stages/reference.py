@@ -17,7 +17,7 @@ from spin.artifacts import Artifact, write_json
 from spin.logprobs import reference_batches, reference_logps
 from spin.lora import reference_spec
 from spin.models import load_tokenizer
-from spin.pairs import all_pairs, draw_pairs
+from spin.pairs import all_pairs, draw_pairs, read_pairs
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
 from spin.stages.prompts import format_spec, formatter
@@ -30,6 +30,7 @@ def reference(
     stage: str,
     draw_seed: int | None = None,
     score: bool = True,
+    anchor: Artifact | None = None,
 ) -> Artifact:
     """Reference log-probabilities of ``model`` on the pairs of ``gens``: all of them, or
     with ``draw_seed`` one pair per prompt drawn from the sets (fictitious play).
@@ -37,7 +38,10 @@ def reference(
     Without ``score`` (a reference-free loss) the pairs are encoded with ``model``'s
     tokenizer and no model scores them: an artifact of kind ``pairs`` whose reference
     columns hold zeros, which such a loss never reads, so training reads it like any
-    other; its stats record no reference seconds (the report's reference time is None)."""
+    other; its stats record no reference seconds (the report's reference time is None).
+    With ``anchor`` (a generation set over the same prompts: iteration 0's, for a loss
+    that reads it) each pair also carries that set's generation for its prompt, encoded
+    as the ``anchor`` side."""
     cfg = ctx.cfg
     spec = {
         "model": model.key,
@@ -51,10 +55,14 @@ def reference(
         spec |= {"precision": cfg.trainer.precision} | reference_spec(cfg)
     if draw_seed is not None:
         spec["draw_seed"] = draw_seed
+    if anchor is not None:
+        spec["anchor"] = anchor.key
 
     def build(work: Path) -> None:
         start = time.perf_counter()
         rows = draw_pairs(gens, draw_seed) if draw_seed is not None else all_pairs(gens)
+        if anchor is not None:
+            rows = with_anchors(rows, read_pairs(anchor))
         if not score:
             tokenizer = load_tokenizer(
                 model.location, cfg.model.trust_remote_code, cfg.model.revision
@@ -127,9 +135,25 @@ def score_pairs(
     return [r for r, _ in ordered], [g for _, g in ordered]
 
 
+def with_anchors(rows: list[dict], anchors: list[dict]) -> list[dict]:
+    """``rows`` (one or more pair sets over the same prompts, in order) each with the
+    ``anchor`` generation of its prompt from ``anchors``, a set over those prompts."""
+    out = []
+    for i, row in enumerate(rows):
+        anchor = anchors[i % len(anchors)]
+        if anchor["prompt"] != row["prompt"]:
+            raise ValueError(
+                f"pair {i}: iteration 0's generations do not hold the same prompts in the "
+                "same order as the pairs; the anchored loss needs one generation per prompt"
+            )
+        out.append(row | {"anchor": anchor["generated"]})
+    return out
+
+
 def encode_pairs(cfg: DictConfig, tokenizer: Any, rows: list[dict]) -> tuple[list[dict], int]:
     """The pairs as token ids and response masks in the training format, and how many were
-    identical (dropped with ``spin.drop_identical``: they carry no gradient)."""
+    identical (dropped with ``spin.drop_identical``: they carry no gradient); a row with an
+    ``anchor`` response (:func:`with_anchors`) also gets that side's ids and mask."""
     fmt = formatter(cfg, tokenizer)
     lengths = (cfg.model.max_prompt_length, cfg.model.max_length)
     examples, n_identical = [], 0
@@ -137,15 +161,13 @@ def encode_pairs(cfg: DictConfig, tokenizer: Any, rows: list[dict]) -> tuple[lis
         n_identical += row["identical"]
         if row["identical"] and cfg.spin.drop_identical:
             continue
-        real, generated = fmt.encode_pair(row["prompt"], [row["real"], row["generated"]], *lengths)
-        examples.append(
-            {
-                "real_input_ids": real["input_ids"],
-                "real_response_mask": real["response_mask"],
-                "generated_input_ids": generated["input_ids"],
-                "generated_response_mask": generated["response_mask"],
-            }
-        )
+        sides = ["real", "generated", "anchor"] if "anchor" in row else ["real", "generated"]
+        encoded = fmt.encode_pair(row["prompt"], [row[side] for side in sides], *lengths)
+        example = {}
+        for side, seq in zip(sides, encoded, strict=True):
+            example[f"{side}_input_ids"] = seq["input_ids"]
+            example[f"{side}_response_mask"] = seq["response_mask"]
+        examples.append(example)
     if not examples:
         raise ValueError(
             "no training pairs left: every generated response equals the real one; "
