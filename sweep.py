@@ -6,8 +6,12 @@
 
 A preset is a Hydra config holding ``hydra.sweeper.params``; this runs
 ``train.py -m --config-dir sweeps --config-name <preset>`` with a fixed sweep directory, so
-the report knows where the jobs wrote. Re-running a finished preset builds nothing new
-(every stage is a shared artifact) and rewrites the report.
+the report knows where the jobs wrote. A comparison that is not one grid (baselines once,
+variants by iteration, extra seeds for some) is a preset of ``parts``: a list of grids, each
+a mapping of train.py keys to comma-separated values, run one after another into the same
+directory. Overrides given here apply to every job and replace a part's values for the same
+key. Re-running a finished preset builds nothing new (every stage is a shared artifact) and
+rewrites the report.
 """
 
 from __future__ import annotations
@@ -41,20 +45,38 @@ def sweep_dir(name: str, overrides: list[str], tag: str | None) -> Path:
     return Path(root) / "sweeps" / name / (tag or time.strftime("%Y-%m-%d_%H-%M-%S"))
 
 
-def run_preset(name: str, overrides: list[str], directory: Path) -> int:
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "-m",
-        "--config-dir",
-        str(SWEEPS),
-        "--config-name",
-        name,
-        f"hydra.sweep.dir={directory}",
-        *overrides,
-    ]
+def preset_parts(name: str) -> list[dict[str, str]] | None:
+    """The grids of a preset of ``parts``, or None for a Hydra sweep config."""
+    preset = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())
+    if "parts" not in preset:
+        return None
+    return [{key: str(value) for key, value in part.items()} for part in preset["parts"]]
+
+
+def part_overrides(part: dict[str, str], overrides: list[str]) -> list[str]:
+    """A part's grid as train.py overrides, less the keys the command line sets."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [f"{key}={values}" for key, values in part.items() if key not in given]
+
+
+def run_train(arguments: list[str]) -> int:
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *arguments]
     print("Running:", " ".join(command[1:]), flush=True)
     return subprocess.run(command, cwd=ROOT).returncode
+
+
+def run_preset(name: str, overrides: list[str], directory: Path) -> int:
+    sweep_dir = f"hydra.sweep.dir={directory}"
+    parts = preset_parts(name)
+    if parts is None:
+        return run_train(
+            ["--config-dir", str(SWEEPS), "--config-name", name, sweep_dir, *overrides]
+        )
+    for part in parts:
+        code = run_train([*part_overrides(part, overrides), sweep_dir, *overrides])
+        if code != 0:
+            return code
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

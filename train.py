@@ -14,7 +14,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from spin import distributed
 from spin.config import register_schema
@@ -27,6 +29,33 @@ from spin.validation import validate
 
 register_schema()
 log = logging.getLogger("spin")
+# What Hydra's sweeper writes into the sweep folder before it launches the jobs: the sweep's
+# own command-line overrides (``loss.beta=0.05,0.1``), which each job sees only expanded.
+MULTIRUN_FILE = "multirun.yaml"
+
+
+def swept_keys(hydra_cfg: DictConfig, cfg: DictConfig) -> list[str]:
+    """The config keys this job's sweep varied (``loss.beta``, ``iter``), in the order given:
+    the sweep's overrides and ``hydra.sweeper.params`` that list, range or glob values. A
+    swept config group (``loss=sigmoid,ipo``) is named by the key its choices differ in,
+    ``loss.name``. A single run varies nothing."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return []
+    saved = Path(hydra_cfg.sweep.dir) / MULTIRUN_FILE
+    sweep = OmegaConf.load(saved).hydra if saved.is_file() else hydra_cfg
+    params = [f"{k}={v}" for k, v in (sweep.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *sweep.overrides.task])
+    keys = [
+        o.key_or_group.replace("/", ".")
+        for o in overrides
+        if o.is_sweep_override() and not o.is_hydra_override()
+    ]
+    return [f"{k}.name" if _is_group(cfg, k) else k for k in dict.fromkeys(keys)]
+
+
+def _is_group(cfg: DictConfig, key: str) -> bool:
+    node = OmegaConf.select(cfg, key)
+    return isinstance(node, DictConfig) and "name" in node
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -41,7 +70,7 @@ def main(cfg: DictConfig) -> None:
             print(format_plan(build_plan(cfg)))
             print("\n".join(difference_lines(cfg)))
             return
-        report = run_job(cfg, job_dir, job_name)
+        report = run_job(cfg, job_dir, job_name, swept_keys(hydra_cfg, cfg))
     except CONFIG_FAULTS as err:
         log.error("Invalid config: %s", err)
         sys.exit(2)

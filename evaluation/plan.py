@@ -27,6 +27,10 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 # The embedded task files name their data relative to the directory above evaluation/.
 PROJECT_ROOT = TASKS_DIR.parents[1]
 EMBEDDED = tuple(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
+# The held-out NLL task (evaluation/heldout.py): documents come from the chain, never from
+# eval.tasks, so it is kept apart from the embedded tasks a user may list.
+HELDOUT_DIR = TASKS_DIR / "heldout"
+HELDOUT_TASK = "response_nll"
 # Field names of each embedded task's documents, the names a user's ``fields`` maps from.
 TEMPLATE_FIELDS = {
     "arith_gsm": ("question", "answer"),
@@ -56,7 +60,12 @@ class TaskPlan:
 
     @property
     def is_user_set(self) -> bool:
-        return self.base != self.name
+        return self.base != self.name and not self.is_heldout
+
+    @property
+    def is_heldout(self) -> bool:
+        """The held-out real-response NLL (a loss beside the scores, in no average)."""
+        return self.base == HELDOUT_TASK
 
     @property
     def is_local(self) -> bool:
@@ -70,6 +79,8 @@ class TaskPlan:
         if self.base in EMBEDDED and not self.is_user_set:
             return [TASKS_DIR]
         paths = list(self.data_files.values())
+        if self.is_heldout:
+            paths.append(HELDOUT_DIR)
         if self.is_user_set:
             paths.append(TASKS_DIR / f"{self.base}.yaml")
         if self.dataset_path is not None and Path(self.dataset_path).exists():

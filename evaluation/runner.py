@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from lm_eval.tasks import TaskManager
 
 from evaluation.availability import check_reachable
 from evaluation.fewshot import plan_source
+from evaluation.heldout import CONTEXT_IDS, CONTINUATION_IDS, is_heldout_request
 from evaluation.plan import TaskPlan, by_fewshot, system_turn
 from evaluation.summary import document_values, summarize
 from evaluation.tasks_index import lm_eval_task, task_manager
@@ -61,6 +63,11 @@ class LoadedModel(HFLM):
     instruction (a falsy string), whereas a model trained with an empty system turn (as
     zephyr-7b-sft-full was) should be scored with one: the turn is added here to every chat
     history that lacks one.
+
+    A held-out NLL document (:mod:`evaluation.heldout`) carries the token ids the chain
+    trains on, and those are scored as they are: lm-eval's own encoding would tokenise the
+    prompt text again and move its trailing whitespace (a chat template's newline after the
+    assistant header) into the response, scoring a token training never scores.
     """
 
     def __init__(self, *args: Any, system_prompt: str | None = None, **kwargs: Any) -> None:
@@ -80,6 +87,21 @@ class LoadedModel(HFLM):
             chat_history = [{"role": "system", "content": self.system_prompt}, *chat_history]
         return super().apply_chat_template(chat_history, add_generation_prompt)
 
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        heldout = [i for i, req in enumerate(requests) if is_heldout_request(req.doc)]
+        if not heldout:
+            return super().loglikelihood(requests, disable_tqdm)
+        others = sorted(set(range(len(requests))) - set(heldout))
+        encoded = [
+            (req.args, req.doc[CONTEXT_IDS], req.doc[CONTINUATION_IDS])
+            for req in (requests[i] for i in heldout)
+        ]
+        results = dict(zip(heldout, self._loglikelihood_tokens(encoded, disable_tqdm), strict=True))
+        if others:
+            rest = super().loglikelihood([requests[i] for i in others], disable_tqdm)
+            results |= dict(zip(others, rest, strict=True))
+        return [results[i] for i in range(len(requests))]
+
 
 def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
     """Check that every task can run here, convert user sets into ``work`` and load the
@@ -91,6 +113,9 @@ def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
         files = None
         if plan.is_user_set:
             files = write_converted(plan.data_files, plan.base, plan.fields, work / plan.name)
+        if plan.is_heldout:  # kept beside the scores, as what was scored
+            (work / plan.name).mkdir(parents=True, exist_ok=True)
+            files = {"test": Path(shutil.copy(plan.data_files["test"], work / plan.name))}
         specs[plan.name] = lm_eval_task(manager, plan, files)
     return PreparedTasks(plans, manager, specs, work)
 
@@ -127,7 +152,7 @@ def run_tasks(
         outputs[name] = {k: v for k, v in output.items() if k != "items"}
         by_plan |= {p.name: output for p in plans}
     summary = summarize(prepared.plans, by_plan)
-    for plan in prepared.plans:
+    for plan in (p for p in prepared.plans if not p.is_heldout):  # zero-shot by design
         n_shot = by_plan[plan.name]["n-shot"]
         summary["tasks"][plan.name]["fewshot"] = plan_source(
             prepared.specs[plan.name], n_shot, prepared.work

@@ -8,15 +8,21 @@ Beside each score the summary keeps lm-eval's standard error of it (``stderr``) 
 document's value of the metric (``items``, in ``doc_id`` order; for a group, a mapping of
 each leaf task to its list), so two models scored on the same documents can be compared
 pair by pair (spin/reporting/significance.py).
+
+The held-out NLL task (:mod:`evaluation.heldout`) reports a loss and a fraction beside the
+scores, under ``heldout``, flat names ``<data>_nll`` and ``<data>_greedy_match``; neither is a
+task score, so neither enters the average.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
 from evaluation.errors import ResultsError
+from evaluation.heldout import reported_names
 from evaluation.plan import TaskPlan
 
 
@@ -111,23 +117,48 @@ def task_score(plan: TaskPlan, output: dict[str, Any]) -> dict[str, Any]:
     return score if items is None else score | {"items": items}
 
 
+def heldout_scores(plan: TaskPlan, output: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The held-out NLL plan's metrics, each read like a task score, by flat name."""
+    return {
+        name: task_score(replace(plan, metric=key), output)
+        for key, name in reported_names(plan).items()
+    }
+
+
 def summarize(plans: list[TaskPlan], outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per-task scores and their average; ``outputs`` maps each plan's name to its call's output."""
-    tasks = {plan.name: task_score(plan, outputs[plan.name]) for plan in plans}
-    return {"tasks": tasks, "average": fmean(t["value"] for t in tasks.values())}
+    """Per-task scores and their average, and the held-out NLL metrics beside them (in no
+    average); ``outputs`` maps each plan's name to its call's output."""
+    tasks = {p.name: task_score(p, outputs[p.name]) for p in plans if not p.is_heldout}
+    summary: dict[str, Any] = {"tasks": tasks}
+    if tasks:  # the held-out metrics alone have no average
+        summary["average"] = fmean(t["value"] for t in tasks.values())
+    heldout = {}
+    for plan in (p for p in plans if p.is_heldout):
+        heldout |= heldout_scores(plan, outputs[plan.name])
+    return summary | ({"heldout": heldout} if heldout else {})
+
+
+def _named(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every score of a summary by its flat name: ``<task>/<metric>``, then each held-out
+    metric's own name."""
+    named = {f"{n}/{t['metric']}": t for n, t in summary["tasks"].items()}
+    return named | summary.get("heldout", {})
 
 
 def flat_scores(summary: dict[str, Any]) -> dict[str, float]:
-    """``<task>/<metric>`` -> value, plus ``average``: what is logged and tabulated."""
+    """``<task>/<metric>`` -> value, plus ``average``, then the held-out NLL metrics: what is
+    logged and tabulated."""
     scores = {f"{name}/{t['metric']}": t["value"] for name, t in summary["tasks"].items()}
-    return {**scores, "average": summary["average"]}
+    heldout = {name: t["value"] for name, t in summary.get("heldout", {}).items()}
+    average = {"average": summary["average"]} if "average" in summary else {}
+    return {**scores, **average, **heldout}
 
 
 def flat_items(summary: dict[str, Any]) -> dict[str, list | dict[str, list]]:
     """``<task>/<metric>`` -> per-document values, for the tasks that have them."""
-    return {f"{n}/{t['metric']}": t["items"] for n, t in summary["tasks"].items() if "items" in t}
+    return {name: t["items"] for name, t in _named(summary).items() if "items" in t}
 
 
 def flat_stderr(summary: dict[str, Any]) -> dict[str, float | None]:
     """``<task>/<metric>`` -> lm-eval's standard error of the score (None where unknown)."""
-    return {f"{n}/{t['metric']}": t.get("stderr") for n, t in summary["tasks"].items()}
+    return {name: t.get("stderr") for name, t in _named(summary).items()}

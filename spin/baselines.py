@@ -26,7 +26,8 @@ def sft_more(ctx: Context, book: Logbook, start: ModelRef) -> None:
     """The paper's "SFT one more epoch": plain SFT on the same real responses."""
     base = ctx.cfg.baseline
     lr = base.lr if base.lr is not None else ctx.cfg.sft.lr
-    trained, artifact = sft(ctx, start, ctx.splits.train, base.epochs, lr, "sft_more")
+    seed = ctx.seeded(ctx.cfg.trainer.seed)
+    trained, artifact = sft(ctx, start, ctx.splits.train, base.epochs, lr, "sft_more", seed)
     evaluation = evaluate(ctx, trained)
     book.record_baseline(
         Scored("SFT + more epochs", "sft_more", None, trained, evaluation, artifact)

@@ -338,6 +338,10 @@ class EvalConfig:
     # Also lm-eval's few-shot seed: lm-eval 0.4.0 drew every task's examples with seed 1234.
     seed: int = 1234
     n_samples: int = 8
+    # Beside the tasks (whenever there are any): the NLL per token of the data's test-split
+    # responses and the share reproduced by greedy decoding, logged as eval/<data>_nll and
+    # eval/<data>_greedy_match (evaluation/heldout.py); data.n_test sizes it, eval.limit caps it.
+    heldout_nll: bool = True
 
 
 @dataclass
@@ -397,6 +401,10 @@ class Config:
     schedule: dict[str, Any] = field(default_factory=dict)
     name: str = "default"
     iter: int = 0
+    # The run's seed, a sweep axis: added to the seeds of everything after the start model
+    # (training order, LoRA initialisation, sampled generation, fictitious-play draws), so
+    # seeds of one setting share the start model (and its SFT) and greedy generations.
+    seed: int = 0
     # Validate and print the plan (stages, sizes, steps, compute) without running anything.
     dry_run: bool = False
 

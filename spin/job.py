@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from spin.stages.context import Context
 from spin.tracking import SilentTracker, Tracker
 from spin.validation import validate
 
+# The W&B config's and report.json's list of the keys the job's sweep varied.
+SWEPT = "swept"
 # Settings a user changes on the command line: entry points name them and exit with code 2.
 CONFIG_FAULTS = (ConfigError, EvalConfigError)
 # Faults a user fixes by changing an input, a setting or the disk: a message, not a traceback.
@@ -54,6 +57,7 @@ def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
         "iter": cfg.iter,
         "eval": cfg.eval.name,
         "n_train": n_train,
+        "seed": cfg.seed,
     }
 
 
@@ -71,11 +75,18 @@ def require_environment(cfg: DictConfig, trains: bool) -> None:
 
 
 def start_job(
-    cfg: DictConfig, job_dir: Path, job_name: str, job_type: str, trains: bool = False
+    cfg: DictConfig,
+    job_dir: Path,
+    job_name: str,
+    job_type: str,
+    trains: bool = False,
+    swept: Sequence[str] = (),
 ) -> Tracker:
     """Validate the config and the machine before any work, save the config beside the
     job's outputs, open tracking. Under a distributed launch the main process does the job's
-    writing and logging; the others get a tracker that records nothing."""
+    writing and logging; the others get a tracker that records nothing. ``swept``, the keys
+    the job's sweep varied, goes into the W&B config beside the resolved config (what a
+    dashboard groups by) and, with their values, into the metrics mirror."""
     validate(cfg)
     require_environment(cfg, trains)
     distributed.init()
@@ -83,20 +94,29 @@ def start_job(
         return SilentTracker()
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    return Tracker(
+    tracker = Tracker(
         job_dir,
         cfg.logger,
         name=job_name,
         group=cfg.logger.group or cfg.name,
         job_type=job_type,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config={**OmegaConf.to_container(cfg, resolve=True), SWEPT: list(swept)},
     )
+    tracker.event(event="sweep", swept=list(swept), values=swept_values(cfg, swept))
+    return tracker
 
 
-def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
+def swept_values(cfg: DictConfig, swept: Sequence[str]) -> dict[str, Any]:
+    """The job's value of each swept key: the setting its plots and tables are labelled by."""
+    return {key: OmegaConf.select(cfg, key) for key in swept}
+
+
+def run_job(
+    cfg: DictConfig, job_dir: Path, job_name: str, swept: Sequence[str] = ()
+) -> dict[str, Any]:
     """Validate, track and run one job; write ``report.json`` into ``job_dir``."""
     job_type = f"iter{cfg.iter}" if cfg.baseline.name == "none" else cfg.baseline.name
-    tracker = start_job(cfg, job_dir, job_name, job_type, trains=True)
+    tracker = start_job(cfg, job_dir, job_name, job_type, trains=True, swept=swept)
     try:
         ctx = Context(cfg, tracker)
         report = run(ctx)
@@ -106,6 +126,7 @@ def run_job(cfg: DictConfig, job_dir: Path, job_name: str) -> dict[str, Any]:
             "wandb": tracker.wandb_location,
             "overrides": job_name,
             "settings": job_settings(cfg, len(ctx.splits.train)),
+            SWEPT: list(swept),
         }
         final = report["rows"][-1]["scores"]
         tracker.summary({f"final/{k}": v for k, v in final.items()})

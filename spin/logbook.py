@@ -74,6 +74,10 @@ class Logbook:
         self.log_training("train", t, trained)
         self._log_stages(t, gen, refs, trained, row["costs"])
         self.log_eval("eval", t, evaluation, label)
+        if self.start_scores:
+            # Again at every iteration: the score panels' reference lines (dashboard.py).
+            start = {f"start/{name}": value for name, value in self.start_scores.items()}
+            self.tracker.log({"iteration": t, **start})
         self.iterations.append(
             {
                 "iteration": t,

@@ -26,6 +26,7 @@ METRICS_FILE = "metrics.jsonl"
 STEP_AXES = {
     "train/*": "train/global_step",
     "eval/*": "iteration",
+    "start/*": "iteration",
     "generation/*": "iteration",
     "reference/*": "iteration",
     "time/*": "iteration",

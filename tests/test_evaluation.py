@@ -248,9 +248,11 @@ def test_chain_logs_scores_per_model_and_a_summary_table(chain_root):
     table = [r for r in records if r["type"] == "table" and r["key"] == "eval/summary"][-1]
     assert [row[0] for row in table["rows"]] == ["SFT", "SPIN iteration 0"]
     report = json.loads((job / "report.json").read_text())
-    assert set(report["start"]) == {"arith_gsm/exact_match", "arith_mc2/mc2", "average"}
+    heldout = {"arith_nll", "arith_greedy_match"}
+    assert set(report["start"]) == {"arith_gsm/exact_match", "arith_mc2/mc2", "average", *heldout}
     for row in report["rows"]:
-        assert set(row["items"]) == set(row["stderr"]) == {"arith_gsm/exact_match", "arith_mc2/mc2"}
+        scored = {"arith_gsm/exact_match", "arith_mc2/mc2", *heldout}
+        assert set(row["items"]) == set(row["stderr"]) == scored
         assert {len(values) for values in row["items"].values()} == {4}
     for result in eval_results(chain_root).values():
         summary = result["summary"]
@@ -276,7 +278,9 @@ def test_standalone_scores_equal_the_chains_and_rescoring_does_no_work(chain_roo
     assert "Running generate_until" not in again.stderr
     assert len(list((chain_root / "artifacts" / "eval").iterdir())) == before
     job = max((chain_root / "runs").rglob("metrics.jsonl"), key=lambda p: p.stat().st_mtime)
-    events = [r for r in read_metrics(job.parent) if r["type"] == "event" and r["kind"] == "eval"]
+    events = [
+        r for r in read_metrics(job.parent) if r.get("event") == "artifact" and r["kind"] == "eval"
+    ]
     assert events and not any(e["built"] for e in events)
 
 

@@ -66,7 +66,7 @@ def test_bf16_mixed_precision_moves_the_weights_as_far_as_fp32(tmp_path):
 def test_lora_adapters_train_as_float32_on_a_bfloat16_base(tmp_path):
     cfg = compose_config(*TINY, *MIXED, "lora=lora", f"paths.root={tmp_path}")
     ctx = Context(cfg, SilentTracker())
-    policy, _ = ctx.models.load_private(base_model(ctx))
+    policy, _ = ctx.models.load_private(base_model(ctx), 0)
     dtypes = {p.requires_grad: set() for p in policy.parameters()}
     for param in policy.parameters():
         dtypes[param.requires_grad].add(param.dtype)

@@ -65,7 +65,7 @@ def test_revision_reaches_every_load_of_a_hub_model(tmp_path, loads):
     ctx = context(tmp_path)
     start = base_model(ctx)
     ctx.models.load(start)
-    ctx.models.load_private(start)
+    ctx.models.load_private(start, 0)
     check_prompts(ctx.cfg, start, ["What is 2 + 2?"], "test")
     hub = "alignment-handbook/zephyr-7b-sft-full"
     # Model and tokenizer of load and load_private, the tokenizer of the prompt check.

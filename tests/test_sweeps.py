@@ -25,9 +25,21 @@ TINY = ("experiment=tiny", "eval.limit=2")
 CONF_SEARCHPATH = f"hydra.searchpath=[file://{ROOT / 'conf'}]"
 
 
-def sweep_params(name: str) -> dict[str, list[str]]:
-    params = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]
-    return {key: str(value).split(",") for key, value in params["params"].items()}
+def sweep_grids(name: str) -> list[dict[str, list[str]]]:
+    """The preset's grids: its ``hydra.sweeper.params``, or each of its ``parts``."""
+    preset = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())
+    grids = preset.get("parts") or [preset["hydra"]["sweeper"]["params"]]
+    return [{key: str(value).split(",") for key, value in grid.items()} for grid in grids]
+
+
+def compose_job(name: str, overrides: list[str]):
+    """A job of preset ``name``: a Hydra sweep config extends train.py's config; the parts
+    of a preset of ``parts`` are train.py overrides."""
+    if "parts" in yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text()):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        return compose(name, overrides=[*overrides, CONF_SEARCHPATH])
 
 
 def test_the_issue_presets_exist():
@@ -39,6 +51,7 @@ def test_the_issue_presets_exist():
         "data_size",
         "epochs_vs_iterations",
         "smol_arith",
+        "variants",
     } <= set(PRESETS)
 
 
@@ -66,12 +79,11 @@ def assert_applied(cfg, key: str, value: str) -> None:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_job_of_a_preset_composes_and_validates(name):
-    params = sweep_params(name)
-    assert params, f"sweeps/{name}.yaml sweeps nothing"
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+    for params in sweep_grids(name):
+        assert params, f"sweeps/{name}.yaml sweeps nothing"
         for values in itertools.product(*params.values()):
             overrides = [f"{k}={v}" for k, v in zip(params, values, strict=True)]
-            cfg = compose(name, overrides=[*overrides, CONF_SEARCHPATH])
+            cfg = compose_job(name, overrides)
             validate(cfg)
             for key, value in zip(params, values, strict=True):
                 assert_applied(cfg, key, value)
@@ -102,12 +114,11 @@ def check_preset_run(name: str, root: Path, *overrides: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     directory = root / "sweeps" / name / "t"
     reports = list(directory.rglob("report.json"))
-    params = sweep_params(name)
-    if overrides:
-        params = {
-            k: v for k, v in params.items() if not any(o.startswith(f"{k}=") for o in overrides)
-        }
-    assert len(reports) == math.prod(len(v) for v in params.values())
+    given = [o.split("=")[0] for o in (*TINY, *overrides)]
+    expected = sum(
+        math.prod(len(v) for k, v in grid.items() if k not in given) for grid in sweep_grids(name)
+    )
+    assert len(reports) == expected
     table = (directory / "report" / "table.md").read_text()
     assert "| SFT |" in table
     assert (directory / "report" / "scores_vs_iteration.png").stat().st_size > 0

@@ -18,6 +18,7 @@ from spin.reporting.changes import changes_csv, changes_markdown
 from spin.reporting.collect import Row, collect_rows
 from spin.reporting.paper import with_paper
 from spin.reporting.plots import plot_curves, plot_scores
+from spin.reporting.seeds import pool_seeds, seeds_markdown
 from spin.reporting.significance import Changes, all_changes
 from spin.reporting.tables import (
     cost_csv,
@@ -69,7 +70,7 @@ def write_report(
     paper's setting. A figure with nothing to draw is not written (and an older one removed),
     so the folder never shows a stale plot.
     """
-    rows = with_paper(rows, paper)
+    rows = pool_seeds(with_paper(rows, paper))
     changes = all_changes(rows)
     out.mkdir(parents=True, exist_ok=True)
     texts = {
@@ -81,6 +82,10 @@ def write_report(
         "costs.md": cost_table(rows),
         "costs.csv": cost_csv(rows),
     }
+    per_seed = seeds_markdown(rows)
+    (out / "seeds.md").unlink(missing_ok=True)
+    if per_seed is not None:
+        texts["seeds.md"] = per_seed
     written = []
     for name, text in texts.items():
         (out / name).write_text(text)

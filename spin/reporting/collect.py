@@ -55,6 +55,9 @@ class Row:
     """``<task>/<metric>`` -> each document's value in ``doc_id`` order (for a group, a list
     per leaf task); empty for reports written before these were recorded."""
     stderr: dict[str, float | None] = field(default_factory=dict)
+    seeds: tuple[Row, ...] = ()
+    """The rows of each seed when this row pools jobs that differ only by ``seed``
+    (spin/reporting/seeds.py); empty otherwise."""
 
     @property
     def name(self) -> str:

@@ -1,5 +1,5 @@
 """The table a job (or a standalone scoring) prints at the end: one column per model, one row
-per task metric, and the average over tasks last.
+per task metric, the average over tasks, then the held-out NLL metrics (in no average).
 
 The comparison reports over many jobs are the rest of this package; this is the one a
 single job shows on the console (spin/console.py decides what else reaches the console)."""
@@ -8,16 +8,49 @@ from __future__ import annotations
 
 from typing import Any
 
+AVERAGE = "average"
+# A held-out metric's flat name has no "/" (evaluation/heldout.py); a "_nll" one is a loss in
+# nats per token, shown as a number, not a percentage.
+LOSS_SUFFIX = "_nll"
+
+
+def is_heldout(key: str) -> bool:
+    """Whether a score key is a held-out metric (``<data>_nll``, ``<data>_greedy_match``)."""
+    return "/" not in key and key != AVERAGE
+
+
+def is_loss(key: str) -> bool:
+    """Whether a score key is a lower-is-better loss rather than a fraction."""
+    return is_heldout(key) and key.endswith(LOSS_SUFFIX)
+
+
+def ordered(keys: list[str]) -> list[str]:
+    """Task scores, the average, then the held-out metrics: the order every table shows."""
+    tasks = [k for k in keys if "/" in k]
+    return [*tasks, AVERAGE, *(k for k in keys if is_heldout(k))]
+
+
+def scale(key: str) -> float:
+    """What a value is multiplied by to be shown: a loss stays in nats per token, a
+    fraction becomes a percentage."""
+    return 1.0 if is_loss(key) else 100.0
+
+
+def shown(key: str, value: float) -> str:
+    """A loss as nats per token, anything else as a percentage."""
+    return f"{value:.3f}" if is_loss(key) else f"{100 * value:.1f}%"
+
 
 def format_table(columns: list[tuple[str, dict[str, float]]]) -> str:
     """Scores side by side; ``columns`` pairs a model label with its ``<task>/<metric>`` scores.
 
-    Scores are fractions and shown as percentages; a model without a score shows ``-``.
+    Scores are fractions and shown as percentages, a held-out NLL in nats per token; a model
+    without a score shows ``-``.
     """
-    names = [n for n in dict.fromkeys(n for _, scores in columns for n in scores) if n != "average"]
+    names = [n for n in dict.fromkeys(n for _, scores in columns for n in scores) if n != AVERAGE]
     if not names:
         return "(evaluation disabled: eval=none)"
-    names.append("average")
+    names = ordered(names)
     width = max(len(n) for n in names)
     cells = [max(len(label), 7) for label, _ in columns]
     lines = [
@@ -31,7 +64,7 @@ def format_table(columns: list[tuple[str, dict[str, float]]]) -> str:
     for name in names:
         row = [f"{name:<{width}}"]
         for (_, scores), w in zip(columns, cells, strict=True):
-            row.append(f"{100 * scores[name]:>{w - 1}.1f}%" if name in scores else f"{'-':>{w}}")
+            row.append(f"{shown(name, scores[name]):>{w}}" if name in scores else f"{'-':>{w}}")
         lines.append("  ".join(row))
     return "\n".join(lines)
 

@@ -16,6 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spin.reporting.collect import Row
+from spin.reporting.job_table import is_loss, scale
+from spin.reporting.panels import COST, GLOBAL_STEP, ITERATION, SELF_PLAY, TRAINING, JobLog, Panel
 from spin.reporting.tables import column_header, score_columns
 
 CURVE_METRICS = ("rewards/margins", "rewards/accuracies")
@@ -43,9 +45,9 @@ def _spin_lines(rows: Sequence[Row], key: str) -> dict[str, tuple[list[int], lis
         start = by_key.get(row.reference or "")
         if not xs and start is not None and key in start.scores:
             xs.append(SFT_X)
-            ys.append(100 * start.scores[key])
+            ys.append(scale(key) * start.scores[key])
         xs.append(row.iteration if row.iteration is not None else 0)
-        ys.append(100 * row.scores[key])
+        ys.append(scale(key) * row.scores[key])
     return lines
 
 
@@ -59,7 +61,7 @@ def _draw_scores(ax: Axes, rows: Sequence[Row], key: str, colors: dict) -> None:
     for row in rows:
         if row.kind in LEVEL_KINDS and key in row.scores:
             ax.axhline(
-                100 * row.scores[key], linestyle="--", color=colors[row.name], label=row.name
+                scale(key) * row.scores[key], linestyle="--", color=colors[row.name], label=row.name
             )
     for name, (xs, ys) in _spin_lines(rows, key).items():
         ax.plot(xs, ys, marker="o", color=colors[name], label=name)
@@ -69,7 +71,7 @@ def _draw_scores(ax: Axes, rows: Sequence[Row], key: str, colors: dict) -> None:
             spin = _series(replace(row, kind="spin"))
             ax.scatter(
                 [x],
-                [100 * row.scores[key]],
+                [scale(key) * row.scores[key]],
                 marker="*",
                 s=90,
                 color=colors[spin],
@@ -98,7 +100,7 @@ def plot_scores(rows: Sequence[Row], path: Path) -> Path | None:
         ax.set_title(column_header(key, keys))
         ax.set_xticks(ticks, ["SFT", *map(str, ticks[1:])])
         ax.set_xlabel("SPIN iteration")
-        ax.set_ylabel("score (%)")
+        ax.set_ylabel("NLL per token (nats)" if is_loss(key) else "score (%)")
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     _legend(fig)
@@ -145,3 +147,80 @@ def plot_curves(rows: Sequence[Row], path: Path) -> Path | None:
     _legend(fig)
     fig.savefig(path, dpi=120)
     return path
+
+
+# The dashboard's sections drawn from the jobs' metrics.jsonl: file name -> panels.
+PANEL_FIGURES = {"training.png": TRAINING, "self_play.png": SELF_PLAY, "cost.png": COST}
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _points(jobs: Sequence[JobLog], panel: Panel) -> dict[tuple[str, str, int], dict]:
+    """(y key, chain, iteration) -> {x: y}: jobs of one chain share their iterations, so each
+    point is kept once whichever job logged it."""
+    points: dict[tuple[str, str, int], dict] = {}
+    for job in jobs:
+        for row in job.rows:
+            for y in panel.ys:
+                if row.get(y) is not None and panel.x in row:
+                    key = (y, job.chain, row.get(ITERATION, 0))
+                    points.setdefault(key, {})[row[panel.x]] = row[y]
+    return points
+
+
+def _draw_panel(ax: Axes, jobs: Sequence[JobLog], panel: Panel) -> None:
+    """Against the step axis one line per iteration, coloured by iteration; against iteration
+    one line per key (coloured by key). Each chain (swept setting) has its own line style."""
+    by_step = panel.x == GLOBAL_STEP
+    lines: dict[str, dict] = {}
+    styles: dict[str, tuple[str, str]] = {}  # line -> (what picks its colour, its chain)
+    for (y, chain, t), points in sorted(_points(jobs, panel).items(), key=lambda i: i[0][2]):
+        name = _name(panel, y, chain, t, by_step=by_step)
+        lines.setdefault(name, {}).update(points)
+        styles[name] = (f"iteration {t}" if by_step else y if len(panel.ys) > 1 else chain, chain)
+    colors = _palette([colour for colour, _ in styles.values()])
+    chains = list(dict.fromkeys(chain for _, chain in styles.values()))
+    for name, points in lines.items():
+        colour, chain = styles[name]
+        xs = sorted(points)
+        ax.plot(
+            xs,
+            [points[x] for x in xs],
+            marker=None if by_step else "o",
+            linestyle=LINE_STYLES[chains.index(chain) % len(LINE_STYLES)],
+            color=colors[colour],
+            label=name,
+        )
+    ax.set_title(panel.title)
+    ax.set_xlabel(panel.x)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _name(panel: Panel, y: str, chain: str, iteration: int, *, by_step: bool) -> str:
+    """A line's legend entry: its key when a panel has several, iteration, chain."""
+    parts = [y] if len(panel.ys) > 1 else []
+    parts += [f"iteration {iteration}"] if by_step else []
+    name = ", ".join(parts) or panel.title
+    return f"{name} ({chain})" if chain else name
+
+
+def plot_panels(jobs: Sequence[JobLog], out: Path) -> list[Path]:
+    """The dashboard's training, self-play and cost sections as PNG files in ``out``, from
+    the jobs' metric records; a section with nothing logged is not written."""
+    written = []
+    for name, panels in PANEL_FIGURES.items():
+        drawn = [p for p in panels if _points(jobs, p)]
+        (out / name).unlink(missing_ok=True)
+        if not drawn:
+            continue
+        ncols = min(3, len(drawn))
+        nrows = math.ceil(len(drawn) / ncols)
+        fig = Figure(figsize=(max(4.5 * ncols, 11), 3.4 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+        for ax, panel in zip(axes, drawn, strict=False):
+            _draw_panel(ax, jobs, panel)
+        for ax in axes[len(drawn) :]:
+            ax.set_visible(False)
+        _legend(fig)
+        fig.savefig(out / name, dpi=120)
+        written.append(out / name)
+    return written

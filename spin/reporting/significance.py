@@ -20,6 +20,7 @@ import numpy as np
 
 from spin.errors import Mismatch
 from spin.reporting.collect import Row
+from spin.reporting.job_table import is_heldout, scale
 
 RESAMPLES = 10_000
 SEED = 0
@@ -88,13 +89,14 @@ def _resampled_means(differences: np.ndarray, rng: np.random.Generator) -> np.nd
 
 
 def _task_draws(key: str, differences: dict[str, np.ndarray]) -> np.ndarray:
-    """The task's resampled change in points: leaves drawn independently, then averaged.
+    """The task's resampled change in points (a held-out NLL's in nats per token): leaves
+    drawn independently, then averaged.
 
     Each task has its own seeded stream (from its key), so a task's interval does not depend
     on which other tasks were scored, and tasks are drawn independently for the average.
     """
     rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
-    return 100 * np.mean([_resampled_means(d, rng) for d in differences.values()], axis=0)
+    return scale(key) * np.mean([_resampled_means(d, rng) for d in differences.values()], axis=0)
 
 
 def _interval(change: float, draws: np.ndarray) -> Change:
@@ -122,11 +124,11 @@ def paired_changes(model: Row, reference: Row) -> dict[str, Change]:
         except Mismatch as err:
             found[key] = Change(reason=str(err))
             continue
-        changes[key] = 100 * float(np.mean([d.mean() for d in differences.values()]))
+        changes[key] = scale(key) * float(np.mean([d.mean() for d in differences.values()]))
         draws[key] = _task_draws(key, differences)
         found[key] = _interval(changes[key], draws[key])
     if AVERAGE in model.scores:
-        found[AVERAGE] = _average(tasks, changes, draws)
+        found[AVERAGE] = _average([k for k in tasks if not is_heldout(k)], changes, draws)
     return found
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spin.reporting.collect import COST_FIELDS, Row
+from spin.reporting.job_table import ordered, scale
 from spin.reporting.significance import Changes
 
 # Column names for the tasks the project evaluates on, in the order the paper lists them.
@@ -53,7 +54,7 @@ def score_columns(rows: Sequence[Row]) -> list[str]:
         task = key.split("/")[0]
         return order.index(task) if task in order else len(order)
 
-    return [*sorted(keys, key=rank), AVERAGE]
+    return ordered(sorted(keys, key=rank))
 
 
 def column_header(key: str, keys: Sequence[str]) -> str:
@@ -68,7 +69,7 @@ def column_header(key: str, keys: Sequence[str]) -> str:
 
 def _percent(row: Row, key: str) -> float | None:
     value = row.scores.get(key)
-    return None if value is None else 100 * value
+    return None if value is None else scale(key) * value
 
 
 def _reference(row: Row, rows: Sequence[Row]) -> Row | None:

@@ -50,6 +50,11 @@ class Context:
         self.tracker.event(event="artifact", kind=kind, key=artifact.key, built=artifact.built)
         return artifact
 
+    def seeded(self, base: int) -> int:
+        """A stage's seed ``base`` moved by the run's ``seed``; seed 0 keeps every seed
+        (and every key) as it was."""
+        return base + self.cfg.seed
+
     def long_prompts(self, model: ModelRef) -> int:
         """How many train prompts generation and training cut (checked once per job)."""
         if self._long_prompts is None:

@@ -29,7 +29,7 @@ def generate(ctx: Context, model: ModelRef, t: int) -> Artifact:
     ``spin.given_pairs.<t>`` names a data set of pairs to take instead."""
     if t in ctx.given:
         return given_pairs(ctx, model, t)
-    cfg = ctx.cfg
+    cfg = sampling_seeded(ctx)
     spec = {
         "model": model.key,
         "train": ctx.splits.train_fingerprint,
@@ -67,6 +67,15 @@ def generate(ctx: Context, model: ModelRef, t: int) -> Artifact:
         shutil.rmtree(work / "shards")
 
     return ctx.artifact("generations", spec, build, together=True)
+
+
+def sampling_seeded(ctx: Context) -> DictConfig:
+    """The job's config with ``generation.seed`` moved by the run's ``seed`` when
+    generation samples; greedy generations do not depend on it, so the seeds of one
+    setting share them."""
+    if not ctx.cfg.generation.do_sample or ctx.cfg.seed == 0:
+        return ctx.cfg
+    return OmegaConf.merge(ctx.cfg, {"generation": {"seed": ctx.seeded(ctx.cfg.generation.seed)}})
 
 
 def given_pairs(ctx: Context, model: ModelRef, t: int) -> Artifact:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from spin.lora import load_quantized, quantized, trainable_model
@@ -37,13 +38,14 @@ class ModelCache:
             self._loaded = (ref.key, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 
-    def load_private(self, ref: ModelRef) -> tuple[Any, Any]:
+    def load_private(self, ref: ModelRef, seed: int) -> tuple[Any, Any]:
         """A copy to train: training mutates the weights, so the cached one is freed; with
-        ``lora.enabled``, in fresh adapters (spin/lora.py). Loaded in ``model.dtype`` like
-        every model of the chain, its trainable weights then become float32 master weights
-        (spin/precision.py)."""
+        ``lora.enabled``, in fresh adapters (spin/lora.py) drawn from ``seed``, the training
+        run's. Loaded in ``model.dtype`` like every model of the chain, its trainable weights
+        then become float32 master weights (spin/precision.py)."""
         self._loaded = None
         if self.cfg.lora.enabled:
+            torch.manual_seed(seed)
             model, tokenizer = trainable_model(ref.location, self.cfg)
         else:
             model, tokenizer = self._load_fresh(ref)

@@ -60,7 +60,7 @@ def previous(ctx: Context, turn: Turn) -> ReferenceMix:
 
 def fictitious(ctx: Context, turn: Turn) -> ReferenceMix:
     """Fictitious play: per prompt one pair drawn from every iteration's so far."""
-    seed = ctx.cfg.opponent.seed + turn.t
+    seed = ctx.seeded(ctx.cfg.opponent.seed) + turn.t
     sets, stage = turn.gens, turn.stage
     ref = reference(ctx, turn.model, sets, stage, seed, score=turn.scored, anchor=turn.anchor)
     return [(ref, 1.0)]

@@ -4,16 +4,19 @@ and by evaluate.py (spin/standalone.py), and naming the model it scored."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from evaluation import eval_spec, flat_scores, plan_tasks, prepare, run_tasks
+from evaluation.heldout import heldout_doc, heldout_plan
 from spin.artifacts import read_json, write_json
-from spin.models import hub_revision
+from spin.models import hub_revision, load_tokenizer
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
+from spin.stages.prompts import formatter
 
 
 def evaluate(ctx: Context, model: ModelRef) -> dict[str, Any]:
@@ -24,18 +27,39 @@ def evaluate(ctx: Context, model: ModelRef) -> dict[str, Any]:
     plans = plan_tasks(cfg.eval)
     if not plans:
         return {}
-    spec = {"model": model.key, "dtype": cfg.model.dtype}
-    spec |= eval_spec(cfg.eval, plans)
+    with tempfile.TemporaryDirectory() as docs:
+        if cfg.eval.heldout_nll:
+            plans.append(heldout_plan(cfg.data.name, heldout_docs(ctx, model), Path(docs)))
+        spec = {"model": model.key, "dtype": cfg.model.dtype}
+        spec |= eval_spec(cfg.eval, plans)
 
-    def build(work: Path) -> None:
-        prepared = prepare(plans, work)  # fails here, before the model is loaded
-        policy, tokenizer = ctx.models.load(model)
-        results = run_tasks(prepared, policy, tokenizer, cfg.eval, work / "by_shots")
-        results["summary"]["model"] = identity(cfg, model)
-        write_json(work / "results.json", results)
-        shutil.rmtree(work / "by_shots")
+        def build(work: Path) -> None:
+            prepared = prepare(plans, work)  # fails here, before the model is loaded
+            policy, tokenizer = ctx.models.load(model)
+            results = run_tasks(prepared, policy, tokenizer, cfg.eval, work / "by_shots")
+            results["summary"]["model"] = identity(cfg, model)
+            write_json(work / "results.json", results)
+            shutil.rmtree(work / "by_shots")
 
-    return read_json(ctx.artifact("eval", spec, build).path / "results.json")
+        return read_json(ctx.artifact("eval", spec, build).path / "results.json")
+
+
+def heldout_docs(ctx: Context, model: ModelRef) -> list[dict[str, Any]]:
+    """The data's test split as training formats it (template, system turn, truncation),
+    with the token ids training would score: the held-out NLL is then the model's loss on
+    real responses exactly as it was trained to produce them. Needs only the tokenizer."""
+    cfg = ctx.cfg
+    tokenizer = load_tokenizer(model.location, cfg.model.trust_remote_code, cfg.model.revision)
+    fmt = formatter(cfg, tokenizer)
+    docs = []
+    for record in ctx.splits.test:
+        prompt, response = record["prompt"], record["response"]
+        encoded = fmt.encode(prompt, response, cfg.model.max_prompt_length, cfg.model.max_length)
+        cut = encoded["response_mask"].index(1)
+        ids = encoded["input_ids"]
+        text = (fmt.prompt_text(prompt), fmt.response_text(response, prompt))
+        docs.append(heldout_doc(*text, ids[:cut], ids[cut:]))
+    return docs
 
 
 def identity(cfg: DictConfig, model: ModelRef) -> dict[str, Any]:

@@ -60,11 +60,21 @@ def start_model(ctx: Context) -> tuple[ModelRef, Artifact | None]:
 
 
 def sft(
-    ctx: Context, parent: ModelRef, records: list[dict], epochs: float, lr: float, stage: str
+    ctx: Context,
+    parent: ModelRef,
+    records: list[dict],
+    epochs: float,
+    lr: float,
+    stage: str,
+    seed: int | None = None,
 ) -> tuple[ModelRef, Artifact]:
-    """Supervised fine-tuning of ``parent`` on the real responses of ``records``."""
+    """Supervised fine-tuning of ``parent`` on the real responses of ``records``, with
+    ``trainer.seed`` unless ``seed`` is given (a baseline: moved by the run's seed)."""
     cfg = ctx.cfg
-    trainer = trainer_settings(cfg, lr, epochs, batch_size=cfg.sft.batch_size, optimizer="adamw")
+    seed = cfg.trainer.seed if seed is None else seed
+    trainer = trainer_settings(
+        cfg, lr, epochs, batch_size=cfg.sft.batch_size, optimizer="adamw", seed=seed
+    )
     spec = {
         "parent": parent.key,
         "sft_data": fingerprint(records),
@@ -76,7 +86,7 @@ def sft(
 
     def build(work: Path) -> None:
         args = arguments(cfg, work, trainer)
-        policy, tokenizer = ctx.models.load_private(parent)
+        policy, tokenizer = ctx.models.load_private(parent, seed)
         lengths = (cfg.model.max_prompt_length, cfg.model.max_length)
         dataset = encode_sft(formatter(cfg, tokenizer), records, *lengths)
         log.info("%s: supervised fine-tuning on %d records", stage, len(records))

@@ -52,7 +52,8 @@ def train(
         "nll_weight": objective.nll_weight,
         "label_smoothing": objective.label_smoothing,
     } | objective.settings
-    trainer = trainer_settings(ctx.cfg, objective.lr, objective.epochs)
+    seed = ctx.seeded(ctx.cfg.trainer.seed)
+    trainer = trainer_settings(ctx.cfg, objective.lr, objective.epochs, seed=seed)
     single = len(refs) == 1 and refs[0][1] == 1.0
     reference = refs[0][0].key if single else [[ref.key, weight] for ref, weight in refs]
     spec = {
@@ -65,7 +66,7 @@ def train(
 
     def build(work: Path) -> None:
         args = arguments(ctx.cfg, work, trainer)
-        policy, tokenizer = ctx.models.load_private(model)
+        policy, tokenizer = ctx.models.load_private(model, seed)
         log.info("%s: training with the %s loss", stage, objective.loss)
         history = train_pairs(
             policy,
@@ -89,7 +90,8 @@ def train(
 
 def trainer_settings(cfg: DictConfig, lr: float, epochs: float, **overrides: Any) -> dict[str, Any]:
     """The settings of a training run: not the ones that leave its weights as they are
-    (reference batch size, process count and engine, checkpoint interval)."""
+    (reference batch size, process count and engine, checkpoint interval). The start
+    model's SFT keeps ``trainer.seed``; later runs pass it moved by the run's ``seed``."""
     drop = ("ref_batch_size", "world_size", "save_steps", "distributed")
     trainer = section(cfg, "trainer", drop=drop)["trainer"]
     return trainer | {"lr": lr, "epochs": epochs} | overrides
