@@ -53,10 +53,23 @@ def preset_parts(name: str) -> list[dict[str, str]] | None:
     return [{key: str(value) for key, value in part.items()} for part in preset["parts"]]
 
 
-def part_overrides(part: dict[str, str], overrides: list[str]) -> list[str]:
-    """A part's grid as train.py overrides, less the keys the command line sets."""
+def varied_keys(parts: list[dict[str, str]]) -> set[str]:
+    """Keys whose values differ between the parts (a key a part leaves out counts as a
+    value): what the preset as a whole varies."""
+    keys = {key for part in parts for key in part}
+    return {key for key in keys if len({part.get(key) for part in parts}) > 1}
+
+
+def part_overrides(part: dict[str, str], varied: set[str], overrides: list[str]) -> list[str]:
+    """A part's grid as train.py overrides, less the keys the command line sets. A single
+    value of a key the preset varies is written ``choice(value)``, a sweep of one value, so
+    each job records it among the keys its sweep varied (``seed`` of a seeds part)."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return [f"{key}={values}" for key, values in part.items() if key not in given]
+    return [
+        f"{key}=choice({values})" if key in varied and "," not in values else f"{key}={values}"
+        for key, values in part.items()
+        if key not in given
+    ]
 
 
 def run_train(arguments: list[str]) -> int:
@@ -72,8 +85,9 @@ def run_preset(name: str, overrides: list[str], directory: Path) -> int:
         return run_train(
             ["--config-dir", str(SWEEPS), "--config-name", name, sweep_dir, *overrides]
         )
+    varied = varied_keys(parts)
     for part in parts:
-        code = run_train([*part_overrides(part, overrides), sweep_dir, *overrides])
+        code = run_train([*part_overrides(part, varied, overrides), sweep_dir, *overrides])
         if code != 0:
             return code
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from spin import distributed
 from spin.config import register_schema
 from spin.console import capture_warnings
-from spin.job import CONFIG_FAULTS, USER_FAULTS, run_job
+from spin.job import CHOICE, CONFIG_FAULTS, USER_FAULTS, run_job
 from spin.planning import build_plan, format_plan
 from spin.planning.fidelity import difference_lines
 from spin.reporting.job_table import format_report
@@ -34,11 +35,19 @@ log = logging.getLogger("spin")
 MULTIRUN_FILE = "multirun.yaml"
 
 
-def swept_keys(hydra_cfg: DictConfig, cfg: DictConfig) -> list[str]:
+def group_choices(hydra_cfg: DictConfig) -> dict[str, str]:
+    """The option chosen in each of the job's config groups (``loss: rpo``), Hydra's own
+    groups aside."""
+    choices = hydra_cfg.runtime.choices
+    return {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
+def swept_keys(hydra_cfg: DictConfig, choices: dict[str, str]) -> list[str]:
     """The config keys this job's sweep varied (``loss.beta``, ``iter``), in the order given:
     the sweep's overrides and ``hydra.sweeper.params`` that list, range or glob values. A
-    swept config group (``loss=sigmoid,ipo``) is named by the key its choices differ in,
-    ``loss.name``. A single run varies nothing."""
+    swept config group (``loss=sigmoid,rpo``) is named ``choice.loss``, the option chosen:
+    two options may differ in settings alone (``rpo`` is ``sigmoid`` with an NLL term). A
+    single run varies nothing."""
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return []
     saved = Path(hydra_cfg.sweep.dir) / MULTIRUN_FILE
@@ -50,12 +59,16 @@ def swept_keys(hydra_cfg: DictConfig, cfg: DictConfig) -> list[str]:
         for o in overrides
         if o.is_sweep_override() and not o.is_hydra_override()
     ]
-    return [f"{k}.name" if _is_group(cfg, k) else k for k in dict.fromkeys(keys)]
+    return [f"{CHOICE}.{k}" if k in choices else k for k in dict.fromkeys(keys)]
 
 
-def _is_group(cfg: DictConfig, key: str) -> bool:
-    node = OmegaConf.select(cfg, key)
-    return isinstance(node, DictConfig) and "name" in node
+def swept_values(cfg: DictConfig, keys: list[str], choices: dict[str, str]) -> dict[str, Any]:
+    """The job's value of each swept key: the setting its plots and tables are labelled by."""
+    prefix = f"{CHOICE}."
+    return {
+        key: choices[key[len(prefix) :]] if key.startswith(prefix) else OmegaConf.select(cfg, key)
+        for key in keys
+    }
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -70,7 +83,9 @@ def main(cfg: DictConfig) -> None:
             print(format_plan(build_plan(cfg)))
             print("\n".join(difference_lines(cfg)))
             return
-        report = run_job(cfg, job_dir, job_name, swept_keys(hydra_cfg, cfg))
+        choices = group_choices(hydra_cfg)
+        swept = swept_values(cfg, swept_keys(hydra_cfg, choices), choices)
+        report = run_job(cfg, job_dir, job_name, swept, choices)
     except CONFIG_FAULTS as err:
         log.error("Invalid config: %s", err)
         sys.exit(2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from spin.validation import validate
 
 # The W&B config's and report.json's list of the keys the job's sweep varied.
 SWEPT = "swept"
+# The W&B config's record of the option chosen in each config group (``choice.loss``).
+CHOICE = "choice"
 # Settings a user changes on the command line: entry points name them and exit with code 2.
 CONFIG_FAULTS = (ConfigError, EvalConfigError)
 # Faults a user fixes by changing an input, a setting or the disk: a message, not a traceback.
@@ -80,13 +82,16 @@ def start_job(
     job_name: str,
     job_type: str,
     trains: bool = False,
-    swept: Sequence[str] = (),
+    swept: Mapping[str, Any] | None = None,
+    choices: Mapping[str, str] | None = None,
 ) -> Tracker:
     """Validate the config and the machine before any work, save the config beside the
     job's outputs, open tracking. Under a distributed launch the main process does the job's
     writing and logging; the others get a tracker that records nothing. ``swept``, the keys
-    the job's sweep varied, goes into the W&B config beside the resolved config (what a
-    dashboard groups by) and, with their values, into the metrics mirror."""
+    the job's sweep varied and this job's values of them, goes into the W&B config beside
+    the resolved config and the config groups' ``choices`` (what a dashboard groups by), and
+    into the metrics mirror."""
+    swept = dict(swept or {})
     validate(cfg)
     require_environment(cfg, trains)
     distributed.init()
@@ -100,23 +105,26 @@ def start_job(
         name=job_name,
         group=cfg.logger.group or cfg.name,
         job_type=job_type,
-        config={**OmegaConf.to_container(cfg, resolve=True), SWEPT: list(swept)},
+        config={
+            **OmegaConf.to_container(cfg, resolve=True),
+            SWEPT: list(swept),
+            CHOICE: dict(choices or {}),
+        },
     )
-    tracker.event(event="sweep", swept=list(swept), values=swept_values(cfg, swept))
+    tracker.event(event="sweep", swept=list(swept), values=swept)
     return tracker
 
 
-def swept_values(cfg: DictConfig, swept: Sequence[str]) -> dict[str, Any]:
-    """The job's value of each swept key: the setting its plots and tables are labelled by."""
-    return {key: OmegaConf.select(cfg, key) for key in swept}
-
-
 def run_job(
-    cfg: DictConfig, job_dir: Path, job_name: str, swept: Sequence[str] = ()
+    cfg: DictConfig,
+    job_dir: Path,
+    job_name: str,
+    swept: Mapping[str, Any] | None = None,
+    choices: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Validate, track and run one job; write ``report.json`` into ``job_dir``."""
     job_type = f"iter{cfg.iter}" if cfg.baseline.name == "none" else cfg.baseline.name
-    tracker = start_job(cfg, job_dir, job_name, job_type, trains=True, swept=swept)
+    tracker = start_job(cfg, job_dir, job_name, job_type, True, swept, choices)
     try:
         ctx = Context(cfg, tracker)
         report = run(ctx)
@@ -126,7 +134,7 @@ def run_job(
             "wandb": tracker.wandb_location,
             "overrides": job_name,
             "settings": job_settings(cfg, len(ctx.splits.train)),
-            SWEPT: list(swept),
+            SWEPT: list(swept or {}),
         }
         final = report["rows"][-1]["scores"]
         tracker.summary({f"final/{k}": v for k, v in final.items()})

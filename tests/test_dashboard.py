@@ -120,6 +120,12 @@ def test_swept_keys_come_from_the_sweeps_overrides_and_preset(tmp_path):
     }
     OmegaConf.save(saved, tmp_path / train.MULTIRUN_FILE)
     hydra_cfg = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(dir=str(tmp_path)))
-    cfg = compose_config("experiment=tiny")
-    assert train.swept_keys(hydra_cfg, cfg) == ["loss.beta", "seed", "loss.name"]
-    assert train.swept_keys(SimpleNamespace(mode=RunMode.RUN), cfg) == []
+    choices = {"loss": "rpo", "model": "tiny"}
+    keys = train.swept_keys(hydra_cfg, choices)
+    assert keys == ["loss.beta", "seed", "choice.loss"]
+    assert train.swept_keys(SimpleNamespace(mode=RunMode.RUN), choices) == []
+    # A swept group is labelled by the option chosen: rpo and sigmoid share loss.name.
+    cfg = compose_config("experiment=tiny", "loss=rpo", "loss.beta=0.05")
+    assert cfg.loss.name == "sigmoid"
+    values = train.swept_values(cfg, keys, choices)
+    assert values == {"loss.beta": 0.05, "seed": 0, "choice.loss": "rpo"}
