@@ -3,6 +3,7 @@ the one-command runner, which also writes the report."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
@@ -134,3 +135,17 @@ def test_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
 @pytest.mark.parametrize("name", PRESETS)
 def test_whole_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
     check_preset_run(name, tmp_path)
+
+
+def test_a_preset_of_parts_records_what_its_parts_vary_as_swept():
+    spec = importlib.util.spec_from_file_location("sweep_entry", ROOT / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    parts = [{"baseline": "sft_more,dpo"}, {"loss": "sigmoid,rpo", "seed": "1", "iter": "2"}]
+    varied = sweep.varied_keys(parts)
+    assert varied == {"baseline", "loss", "seed", "iter"}
+    # A single value of a varied key is a sweep of one value; the command line wins.
+    assert sweep.part_overrides(parts[1], varied, ["iter=0"]) == [
+        "loss=sigmoid,rpo",
+        "seed=choice(1)",
+    ]
