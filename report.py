@@ -5,7 +5,8 @@ folders, job folders or report files, merges the models they share, and writes t
 table.csv, table.tex, costs.md, costs.csv, changes.md, changes.csv (paired bootstrap
 intervals of the changes against SFT) and PNG plots into ``--out``: scores and training curves
 from the reports, and the W&B dashboard's training, self-play and cost sections
-(``dashboard.py``) from the jobs' metrics.jsonl.
+(``dashboard.py``) and the self-play dynamics table (dynamics.md) from the jobs'
+metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import sys
 from pathlib import Path
 
 from spin.errors import ReportError
-from spin.reporting import collect_rows, write_report
-from spin.reporting.panels import read_jobs
-from spin.reporting.plots import plot_panels
+from spin.reporting import collect_rows, write_job_panels, write_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or default_out(args.paths[0])
     written = write_report(rows, out, wandb=args.wandb, paper=True if args.paper else None)
-    written += plot_panels(read_jobs(args.paths), out)
+    written += write_job_panels(args.paths, out)
     print((out / "table.md").read_text())
     print("Written:")
     for path in written:

@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Sweep {args.preset}: {time.perf_counter() - started:.0f} s, jobs in {directory}")
     if code != 0 or args.no_report:
         return code
-    from spin.reporting import collect_rows, write_report
+    from spin.reporting import collect_rows, write_job_panels, write_report
 
-    written = write_report(collect_rows([directory]), directory / "report", wandb=args.wandb)
+    out = directory / "report"
+    written = write_report(collect_rows([directory]), out, wandb=args.wandb)
+    written += write_job_panels([directory], out)
     print("Report:", *map(str, written), sep="\n  ")
     return 0
 

@@ -106,6 +106,16 @@ def test_report_draws_the_dashboard_sections_from_the_metrics_mirror(sweep_root,
     for name in ("training.png", "self_play.png", "cost.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
         assert str(tmp_path / name) in proc.stdout
+    # The dynamics table: one row per chain (beta) and iteration, from the longest job.
+    rows = [r for r in (tmp_path / "dynamics.md").read_text().splitlines() if "beta=" in r]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [(c[0], c[1]) for c in cells] == [
+        ("loss.beta=0.05", "0"),
+        ("loss.beta=0.05", "1"),
+        ("loss.beta=0.1", "0"),
+        ("loss.beta=0.1", "1"),
+    ]
+    assert all(0 <= float(c[6]) <= 1 for c in cells)  # the accuracy is a fraction
 
 
 def test_swept_keys_come_from_the_sweeps_overrides_and_preset(tmp_path):

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from spin.reporting.changes import changes_csv, changes_markdown
 from spin.reporting.collect import Row, collect_rows
+from spin.reporting.dynamics import dynamics_markdown
+from spin.reporting.panels import read_jobs
 from spin.reporting.paper import with_paper
-from spin.reporting.plots import plot_curves, plot_scores
+from spin.reporting.plots import plot_curves, plot_panels, plot_scores
 from spin.reporting.seeds import pool_seeds, seeds_markdown
 from spin.reporting.significance import Changes, all_changes
 from spin.reporting.tables import (
@@ -29,7 +31,7 @@ from spin.reporting.tables import (
     table_records,
 )
 
-__all__ = ["Row", "collect_rows", "log_wandb", "write_report"]
+__all__ = ["Row", "collect_rows", "log_wandb", "write_job_panels", "write_report"]
 
 PLOTS = {"scores_vs_iteration.png": plot_scores, "training_curves.png": plot_curves}
 
@@ -59,6 +61,20 @@ def log_wandb(
     finally:
         run.finish()
     return Path(run.dir).parent
+
+
+def write_job_panels(paths: Sequence[Path], out: Path) -> list[Path]:
+    """What the jobs' metrics.jsonl alone give (no report.json needed): the dashboard's
+    training, self-play and cost sections as PNG files, and the self-play dynamics table
+    (dynamics.md), written into ``out``; returns what was written."""
+    jobs = read_jobs(paths)
+    written = plot_panels(jobs, out)
+    table = dynamics_markdown(jobs)
+    (out / "dynamics.md").unlink(missing_ok=True)
+    if table is not None:
+        (out / "dynamics.md").write_text(table)
+        written.append(out / "dynamics.md")
+    return written
 
 
 def write_report(

@@ -105,9 +105,10 @@ class JobLog:
 
 
 def read_job(job_dir: Path) -> JobLog:
-    """A job's metric records and its sweep's keys and values (none for older jobs)."""
+    """A job's metric records and its sweep's keys and values (none for older jobs): the
+    latest run's, where the job was run again into the same folder."""
     records = read_metrics(job_dir)
-    sweep = next((r for r in records if r.get("event") == "sweep"), {})
+    sweep = next((r for r in reversed(records) if r.get("event") == "sweep"), {})
     rows = [r for r in records if r["type"] == "metrics"]
     return JobLog(job_dir, sweep.get("values", {}), rows)
 
