@@ -22,6 +22,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+# What training logs per pair, averaged since the last log (the order of
+# spin.trainer.SPINTrainer._record), under ``train/``.
+PAIR_METRICS = (
+    "rewards/real",
+    "rewards/generated",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/real",
+    "logps/generated",
+)
 
 STEP_AXES = {
     "train/*": "train/global_step",

@@ -40,20 +40,12 @@ from spin.logprobs import (
     sequence_logps,
 )
 from spin.losses import LossOutput, call_loss, get_loss
+from spin.tracking import PAIR_METRICS as METRICS
 
 REF_KEYS = ("ref_real_logps", "ref_generated_logps")
 # The third side of a triplet, for an anchored loss (spin.losses.ANCHORED): iteration 0's
 # generation of the pair's prompt.
 ANCHOR_KEYS = ("anchor_input_ids", "anchor_response_mask")
-# Names logged per pair, averaged since the last log (the order of SPINTrainer._record).
-METRICS = (
-    "rewards/real",
-    "rewards/generated",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/real",
-    "logps/generated",
-)
 # The per-pair packed length the length-grouped sampler reads.
 LENGTH_COLUMN = "length"
 OPTIMIZERS = {"rmsprop": "rmsprop", "adamw": "adamw_torch"}

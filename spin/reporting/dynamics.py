@@ -17,15 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from spin.reporting.panels import ITERATION, JobLog
+from spin.tracking import PAIR_METRICS
 
-TRAINING = (
-    "rewards/real",
-    "rewards/generated",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/real",
-    "logps/generated",
-)
+TRAINING = PAIR_METRICS
 IDENTICAL = "generation/identical_fraction"
 HEADER = (
     "Chain",
