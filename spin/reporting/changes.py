@@ -11,16 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from spin.reporting.collect import Row
+from spin.reporting.job_table import decimals
 from spin.reporting.significance import LEVEL, RESAMPLES, SEED, Change, Changes
 from spin.reporting.tables import MARK, csv_records, score_columns
 from spin.reporting.tables import column_header as header_of
 
 
-def _cell(change: Change | None) -> str:
+def _cell(change: Change | None, key: str) -> str:
     if change is None or change.low is None:
         return "-"
     mark = MARK if change.excludes_zero else ""
-    return f"{change.change:+.2f} [{change.low:+.2f}, {change.high:+.2f}]{mark}"
+    n = decimals(key)
+    return f"{change.change:+.{n}f} [{change.low:+.{n}f}, {change.high:+.{n}f}]{mark}"
 
 
 def _with_changes(rows: Sequence[Row], changes: Changes) -> list[Row]:
@@ -48,7 +50,8 @@ def changes_markdown(rows: Sequence[Row], changes: Changes) -> str:
     notes = []
     for row in shown:
         found = changes[row.model_key]
-        lines.append("| " + " | ".join([row.name, *(_cell(found.get(k)) for k in keys)]) + " |")
+        cells = [_cell(found.get(k), k) for k in keys]
+        lines.append("| " + " | ".join([row.name, *cells]) + " |")
         notes += [
             f"- {row.name}, {header_of(k, keys)}: {found[k].reason}"
             for k in keys

@@ -36,6 +36,12 @@ def scale(key: str) -> float:
     return 1.0 if is_loss(key) else 100.0
 
 
+def decimals(key: str) -> int:
+    """Decimals a report shows of a value in its unit: a held-out NLL changes in the third
+    decimal of a nat, a percentage in the second."""
+    return 3 if is_loss(key) else 2
+
+
 def shown(key: str, value: float) -> str:
     """A loss as nats per token, anything else as a percentage."""
     return f"{value:.3f}" if is_loss(key) else f"{100 * value:.1f}%"

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from spin.reporting.collect import Row
-from spin.reporting.job_table import scale
+from spin.reporting.job_table import decimals, scale
 from spin.reporting.significance import LEVEL
 from spin.reporting.tables import column_header, score_columns
 
@@ -116,9 +116,10 @@ def seeds_markdown(rows: Sequence[Row]) -> str | None:
                 continue
             low, high = seed_interval(values)
             seeds = [s.settings.get(SEED, 0) for s in row.seeds]
-            per_seed = ", ".join(f"{n}: {v:.2f}" for n, v in zip(seeds, values, strict=True))
+            d = decimals(key)
+            per_seed = ", ".join(f"{n}: {v:.{d}f}" for n, v in zip(seeds, values, strict=True))
             lines.append(
                 f"| {row.name} | {column_header(key, keys)} | {per_seed} | "
-                f"{np.mean(values):.2f} [{low:.2f}, {high:.2f}] |"
+                f"{np.mean(values):.{d}f} [{low:.{d}f}, {high:.{d}f}] |"
             )
     return "\n".join(lines) + "\n"

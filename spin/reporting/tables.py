@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spin.reporting.collect import COST_FIELDS, Row
-from spin.reporting.job_table import ordered, scale
+from spin.reporting.job_table import decimals, ordered, scale
 from spin.reporting.significance import Changes
 
 # Column names for the tasks the project evaluates on, in the order the paper lists them.
@@ -96,12 +96,13 @@ def _shown_cells(
             cells.append("-")
             continue
         base = None if reference is None else _percent(reference, key)
+        n = decimals(key)
         if base is None:
-            cells.append(f"{value:.2f}")
+            cells.append(f"{value:.{n}f}")
         else:
-            delta = round(round(value, 2) - round(base, 2), 2) + 0.0
+            delta = round(round(value, n) - round(base, n), n) + 0.0
             mark = MARK if _marked(row, key, changes) else ""
-            cells.append(f"{value:.2f} ({delta:+.2f}){mark}")
+            cells.append(f"{value:.{n}f} ({delta:+.{n}f}){mark}")
     return cells
 
 
