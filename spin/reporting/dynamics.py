@@ -58,11 +58,11 @@ def _cells(values: dict[str, list[float]]) -> list[str]:
 def dynamics_markdown(jobs: Sequence[JobLog]) -> str | None:
     """One row per chain and iteration (the longest job of each chain: ``iter=2`` holds
     ``iter=0``'s); None when no job logged training."""
-    chains: dict[str, JobLog] = {}
+    chains: dict[str, tuple[JobLog, dict[int, dict[str, list[float]]]]] = {}
     for job in jobs:
         logged = _iterations(job)
-        if logged and len(logged) >= len(_iterations(chains.get(job.chain, JobLog(job.job_dir)))):
-            chains[job.chain] = job
+        if logged and len(logged) >= len(chains.get(job.chain, (job, {}))[1]):
+            chains[job.chain] = (job, logged)
     if not chains:
         return None
     lines = [
@@ -74,8 +74,8 @@ def dynamics_markdown(jobs: Sequence[JobLog]) -> str | None:
         "| " + " | ".join(HEADER) + " |",
         "| :--- | " + " | ".join("---:" for _ in HEADER[1:]) + " |",
     ]
-    for chain, job in sorted(chains.items()):
-        for t, values in sorted(_iterations(job).items()):
+    for chain, (job, logged) in sorted(chains.items()):
+        for t, values in sorted(logged.items()):
             row = [chain or job.job_dir.name, str(t), *_cells(values)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
