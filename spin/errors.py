@@ -56,3 +56,8 @@ class ReportError(ValueError):
 
 class Mismatch(ValueError):
     """The two models' documents cannot be paired (different counts or leaf tasks)."""
+
+
+class TrackingError(RuntimeError):
+    """W&B cannot be used as the settings ask (no credentials, no network, a server that
+    refuses): the message says what failed and how to go on offline."""
