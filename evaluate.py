@@ -10,37 +10,21 @@ train.py, so scoring a model twice with the same settings does no work.
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from spin.config import register_schema
-from spin.console import capture_warnings
-from spin.job import CONFIG_FAULTS, USER_FAULTS
+from spin.entry import Job, hydra_script
 from spin.reporting.job_table import format_table
 from spin.stages.scoring import scores
 from spin.standalone import describe, score
 
-register_schema()
-log = logging.getLogger("spin")
 
-
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    capture_warnings()
-    hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        identity, result = score(cfg, job_dir, hydra_cfg.job.override_dirname or cfg.name)
-    except (*CONFIG_FAULTS, *USER_FAULTS) as err:
-        log.error("Cannot evaluate: %s", err)
-        sys.exit(2)
+@hydra_script(
+    "config", "scoring the model", "Run the same command again to resume: finished tasks are reused"
+)
+def main(cfg: DictConfig, job: Job) -> None:
+    identity, result = score(cfg, job.dir, job.name)
     print(f"\nModel: {describe(identity)}")
-    print(f"Outputs: {job_dir}")
+    print(f"Outputs: {job.dir}")
     if result:
         seconds = result["summary"]["seconds"]
         print(f"Scoring time: {seconds:.0f} s (when first scored)\n")

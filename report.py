@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from spin.errors import ReportError
+from spin.entry import script
 from spin.reporting import collect_rows, write_job_panels, write_report
 
 
@@ -41,13 +41,10 @@ def default_out(path: Path) -> Path:
     return (path.parent if path.is_file() else path) / "report"
 
 
+@script("writing the report", "Run the same command again: the report is written anew")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        rows = collect_rows(args.paths)
-    except ReportError as err:
-        print(f"report.py: {err}", file=sys.stderr)
-        return 2
+    rows = collect_rows(args.paths)
     out = args.out or default_out(args.paths[0])
     written = write_report(rows, out, wandb=args.wandb, paper=True if args.paper else None)
     written += write_job_panels(args.paths, out)

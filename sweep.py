@@ -24,6 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from spin.entry import new_folder, script
+from spin.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parent
 SWEEPS = ROOT / "sweeps"
 
@@ -38,11 +41,23 @@ def presets() -> dict[str, str]:
 
 
 def sweep_dir(name: str, overrides: list[str], tag: str | None) -> Path:
-    """``<paths.root>/sweeps/<preset>/<tag or time>``, honouring a ``paths.root=`` override."""
+    """``<paths.root>/sweeps/<preset>/<tag>``, or without a tag a new folder named by the
+    start time that no other sweep can claim; honours a ``paths.root=`` override. A tag
+    names a folder on purpose: running the preset again under it reuses its jobs' folders
+    (each locked while its job runs) and rewrites the report."""
     root = next((o.split("=", 1)[1] for o in overrides if o.startswith("paths.root=")), None)
     if root is None:
         root = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["paths"]["root"]
-    return Path(root) / "sweeps" / name / (tag or time.strftime("%Y-%m-%d_%H-%M-%S"))
+    parent = Path(root) / "sweeps" / name
+    if tag is not None:
+        return parent / tag
+    return Path(new_folder(root, parent))
+
+
+def is_dry_run(overrides: list[str]) -> bool:
+    """Whether the overrides ask train.py only to plan (``dry_run=true``): no job writes a
+    report then, so there is none to collect."""
+    return any(o.replace(" ", "").lower() in ("dry_run=true", "dry_run=1") for o in overrides)
 
 
 def preset_parts(name: str) -> list[dict[str, str]] | None:
@@ -93,6 +108,7 @@ def run_preset(name: str, overrides: list[str], directory: Path) -> int:
     return 0
 
 
+@script("the sweep", "Run the same command again to resume: finished stages are reused")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("preset", nargs="?", help="a file name in sweeps/ without .yaml")
@@ -108,13 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<22} {about}")
         return 0
     if args.preset not in known:
-        print(f"unknown sweep preset {args.preset!r}; expected one of {sorted(known)}")
-        return 2
+        raise ConfigError(f"unknown sweep preset {args.preset!r}; expected one of {sorted(known)}")
     directory = sweep_dir(args.preset, args.overrides, args.tag)
     started = time.perf_counter()
     code = run_preset(args.preset, args.overrides, directory)
     print(f"Sweep {args.preset}: {time.perf_counter() - started:.0f} s, jobs in {directory}")
-    if code != 0 or args.no_report:
+    if code != 0 or args.no_report or is_dry_run(args.overrides):
         return code
     from spin.reporting import collect_rows, write_job_panels, write_report
 

@@ -9,26 +9,21 @@ sizes, steps, estimated compute) without loading anything.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from spin import distributed
-from spin.config import register_schema
-from spin.console import capture_warnings
-from spin.job import CHOICE, CONFIG_FAULTS, USER_FAULTS, run_job
+from spin.entry import Job, hydra_script
+from spin.job import CHOICE, run_job
 from spin.planning import build_plan, format_plan
 from spin.planning.fidelity import difference_lines
 from spin.reporting.job_table import format_report
 from spin.validation import validate
 
-register_schema()
 log = logging.getLogger("spin")
 # What Hydra's sweeper writes into the sweep folder before it launches the jobs: the sweep's
 # own command-line overrides (``loss.beta=0.05,0.1``), which each job sees only expanded.
@@ -71,31 +66,21 @@ def swept_values(cfg: DictConfig, keys: list[str], choices: dict[str, str]) -> d
     }
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    capture_warnings()
-    hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    job_name = hydra_cfg.job.override_dirname or cfg.name
-    try:
-        if cfg.dry_run:
-            validate(cfg)
-            print(format_plan(build_plan(cfg)))
-            print("\n".join(difference_lines(cfg)))
-            return
-        choices = group_choices(hydra_cfg)
-        swept = swept_values(cfg, swept_keys(hydra_cfg, choices), choices)
-        report = run_job(cfg, job_dir, job_name, swept, choices)
-    except CONFIG_FAULTS as err:
-        log.error("Invalid config: %s", err)
-        sys.exit(2)
-    except USER_FAULTS as err:
-        log.error("%s", err)
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
+@hydra_script(
+    "config", "the SPIN job", "Run the same command again to resume: finished stages are reused"
+)
+def main(cfg: DictConfig, job: Job) -> None:
+    if cfg.dry_run:
+        validate(cfg)
+        print(format_plan(build_plan(cfg)))
+        print("\n".join(difference_lines(cfg)))
+        return
+    choices = group_choices(job.hydra)
+    swept = swept_values(cfg, swept_keys(job.hydra, choices), choices)
+    report = run_job(cfg, job.dir, job.name, swept, choices)
     if not distributed.is_main():
         return  # the main process reports for the whole launch
-    print(f"\nOutputs: {job_dir}")
+    print(f"\nOutputs: {job.dir}")
     print(f"Artifacts: {Path(cfg.paths.root) / 'artifacts'}")
     if report["wandb"]:
         print(f"W&B run: {report['wandb']}")

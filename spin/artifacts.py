@@ -185,10 +185,11 @@ def write_manifest(directory: Path) -> None:
     write_json(directory / MANIFEST_FILE, {"files": file_sizes(directory)})
 
 
-def verify(directory: Path, spec: dict[str, Any]) -> None:
+def verify(directory: Path, spec: dict[str, Any] | None = None) -> None:
     """Raise ArtifactError naming ``directory`` and what is wrong unless it is the complete
-    artifact for ``spec``: its manifest's files all present at their recorded sizes."""
-    problem = _spec_problem(directory, spec) or _manifest_problem(directory)
+    artifact for ``spec`` (for any spec, when None: an artifact met by its path, as
+    evaluate.py meets one): its manifest's files all present at their recorded sizes."""
+    problem = (spec is not None and _spec_problem(directory, spec)) or _manifest_problem(directory)
     if problem:
         raise ArtifactError(
             f"{directory}: {problem}, so it is not a complete artifact. Delete it (or move it "

@@ -355,6 +355,9 @@ class LoggerConfig:
     mode: str = "offline"
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    # Seconds an online run may take to start before the job stops, before any work,
+    # saying how to run offline instead (W&B's own wait is 90 s, and longer with retries).
+    init_timeout: float = 30.0
 
 
 @dataclass
@@ -489,21 +492,9 @@ def iteration_settings(cfg: DictConfig, t: int) -> IterationSettings:
 
 
 def register_schema() -> None:
-    """Make the schema available to Hydra's defaults list as ``spin_schema``, and the
-    resolvers conf/config.yaml builds job folders with: ``spin_name`` checks ``name`` before
-    Hydra creates a folder from it, ``spin_folder`` flattens a sweep job's overrides,
-    ``spin_now`` is the start time, one for all processes of a distributed launch."""
+    """Make the schema available to Hydra's defaults list as ``spin_schema``. The resolvers
+    conf/config.yaml names job folders with are the entry shell's (spin/entry.py), since
+    claiming a folder touches the disk and, under a distributed launch, the process group."""
     from hydra.core.config_store import ConfigStore
 
-    from spin.distributed import launch_time
-
     ConfigStore.instance().store(name="spin_schema", node=Config)
-    resolvers = {
-        "spin_name": lambda value: check_name(value, "name"),
-        "spin_folder": folder_name,
-        "spin_now": launch_time,
-    }
-    for name, resolver in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            # Cached like Hydra's own ``now``: one value per config, however often resolved.
-            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "spin_now")

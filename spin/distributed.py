@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,6 @@ COLLECTIVE_TIMEOUT = timedelta(hours=2)
 POLL_INTERVAL_S = 1.0
 WAIT_LOG_INTERVAL_S = 60.0
 
-_launch_time: datetime | None = None
-
 
 def launched_world_size() -> int:
     """How many processes the launcher started (torchrun and accelerate set WORLD_SIZE;
@@ -86,7 +84,7 @@ def init() -> None:
     The backend is the one accelerate would pick (gloo on CPUs, NCCL on GPUs, plus gloo for
     the CPU copies FSDP gathers weights into), so the Trainer's DDP, FSDP or ZeRO-3 and this
     module's object collectives share the group; it is made here, before the Trainer, for
-    the job folder's start time and with a longer timeout.
+    the job folder's name (spin/entry.py) and with a longer timeout.
     """
     if launched_world_size() == 1 or dist.is_initialized():
         return
@@ -145,18 +143,6 @@ def block(n_items: int, unit: int, index: int, count: int) -> range:
 
 def my_block(n_items: int, unit: int) -> range:
     return block(n_items, unit, rank(), world_size())
-
-
-def launch_time(pattern: str) -> str:
-    """The job's start time formatted by ``pattern`` (Hydra's ``now``), the main process's
-    on every process of a launch, so all of them name the same job folder."""
-    global _launch_time
-    if launched_world_size() == 1:
-        return datetime.now().strftime(pattern)
-    if _launch_time is None:
-        init()
-        _launch_time = broadcast(datetime.now())
-    return _launch_time.strftime(pattern)
 
 
 def wait_for(final: Path, what: str) -> None:

@@ -32,8 +32,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from spin.errors import ConfigError
 from spin.models import hub_revision
+from spin.names import BACKENDS
 
-BACKENDS = ("hf", "vllm")
 # A sampled completion's seed: (generation.seed + its shard's index) * SEED_STRIDE + its place
 # in the shard, the HF backend's per-shard seed spread over the shard's prompts.
 SEED_STRIDE = 2**32

@@ -2,45 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.errors import EvalConfigError, ResultsError
 from spin import distributed
 from spin.artifacts import write_json
 from spin.chain import run
-from spin.errors import (
-    ArtifactError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DiskFullError,
-    NonFiniteLossError,
-)
+from spin.errors import ConfigError
 from spin.generation import require_backend
 from spin.lora import require_quantization
 from spin.stages.context import Context
 from spin.tracking import SilentTracker, Tracker
-from spin.validation import validate
+from spin.validation import unused_settings, validate
+
+log = logging.getLogger(__name__)
 
 # The W&B config's and report.json's list of the keys the job's sweep varied.
 SWEPT = "swept"
 # The W&B config's record of the option chosen in each config group (``choice.loss``).
 CHOICE = "choice"
-# Settings a user changes on the command line: entry points name them and exit with code 2.
-CONFIG_FAULTS = (ConfigError, EvalConfigError)
-# Faults a user fixes by changing an input, a setting or the disk: a message, not a traceback.
-USER_FAULTS = (
-    DataError,
-    ArtifactError,
-    CheckpointError,
-    DiskFullError,
-    NonFiniteLossError,
-    ResultsError,
-)
 
 
 def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
@@ -63,6 +48,23 @@ def job_settings(cfg: DictConfig, n_train: int) -> dict[str, Any]:
     }
 
 
+def require_outputs(root: Path) -> None:
+    """Stop before any work unless ``root`` (paths.root) and its ``artifacts`` folder are
+    folders this job can write in, or can be made."""
+    for folder in (root, root / "artifacts"):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"paths.root={str(root)!r}: {folder} is a file; expected a folder (move the "
+                "file aside, or choose another paths.root)"
+            )
+    writable = root / "artifacts" if (root / "artifacts").is_dir() else root
+    if writable.is_dir() and not os.access(writable, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"paths.root={str(root)!r}: {writable} is not writable by this user; expected a "
+            "folder this user can write, e.g. paths.root=outputs"
+        )
+
+
 def require_environment(cfg: DictConfig, trains: bool) -> None:
     """Fail before any work when this machine lacks what the settings need: the generation
     backend's package, QLoRA's bitsandbytes and GPU, and, for a job that ``trains``, the
@@ -74,6 +76,16 @@ def require_environment(cfg: DictConfig, trains: bool) -> None:
         require_backend(cfg.generation.backend)
     if trains:
         distributed.check_launch(cfg)
+
+
+def preflight(cfg: DictConfig, trains: bool) -> None:
+    """Every check of the settings, the outputs root and the machine, before any work; a
+    setting accepted but unused this run is said in a line."""
+    validate(cfg)
+    for line in unused_settings(cfg):
+        log.warning("%s", line)
+    require_outputs(Path(cfg.paths.root))
+    require_environment(cfg, trains)
 
 
 def start_job(
@@ -92,8 +104,7 @@ def start_job(
     the resolved config and the config groups' ``choices`` (what a dashboard groups by), and
     into the metrics mirror."""
     swept = dict(swept or {})
-    validate(cfg)
-    require_environment(cfg, trains)
+    preflight(cfg, trains)
     distributed.init()
     if not distributed.is_main():
         return SilentTracker()

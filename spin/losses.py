@@ -3,7 +3,8 @@
 Every variant sees the same four per-pair sequence log-probabilities (policy and frozen
 reference, for the real and the generated response) and returns per-pair losses plus the
 implicit rewards ``beta * (policy - reference)`` that the trainer logs. Adding a variant is
-one decorated function here plus one YAML file under ``conf/loss/``.
+one decorated function here, its name in :data:`spin.names.LOSSES` (what validation
+allows) and one YAML file under ``conf/loss/``.
 
 The trainer offers every loss the same keyword arguments (:func:`call_loss`): ``beta``,
 ``label_smoothing``, the per-pair response token counts ``real_lengths`` and
@@ -29,6 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from spin.names import LOSS_ALIASES
+from spin.names import LOSSES as LOSS_NAMES
 
 
 @dataclass
@@ -66,8 +70,8 @@ def register_loss(
     """Make a loss selectable as ``loss.name=<name>``; config validation reads ``LOSSES``."""
 
     def add(fn: LossFn) -> LossFn:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is registered twice")
+        if name in LOSSES or name not in LOSS_NAMES:
+            raise ValueError(f"loss {name!r} is registered twice or is not in spin.names.LOSSES")
         LOSSES[name] = fn
         if reference_free:
             REFERENCE_FREE.add(name)
@@ -78,14 +82,21 @@ def register_loss(
     return add
 
 
+def canonical_loss(name: str) -> str:
+    """The registered loss ``name`` runs as: itself, or the loss an alias names (``rpo``
+    is ``sigmoid`` with the NLL term). Artifact keys record this name, so a model trained
+    under an alias is the one trained under the loss it names."""
+    return LOSS_ALIASES.get(name, name)
+
+
 def is_reference_free(name: str) -> bool:
     """Whether loss ``name`` trains without reference log-probabilities."""
-    return name in REFERENCE_FREE
+    return canonical_loss(name) in REFERENCE_FREE
 
 
 def is_anchored(name: str) -> bool:
     """Whether loss ``name`` also scores iteration 0's generation of each prompt."""
-    return name in ANCHORED
+    return canonical_loss(name) in ANCHORED
 
 
 def variant_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,12 +114,12 @@ def call_loss(name: str, **offered: Any) -> LossOutput:
 
 
 def get_loss(name: str) -> LossFn:
-    """The loss function registered as ``name``."""
-    if name not in LOSSES:
+    """The loss function registered as ``name`` (or as the loss an alias names)."""
+    if canonical_loss(name) not in LOSSES:
         raise ValueError(
             f"loss.name={name!r} is not a known loss; expected one of {sorted(LOSSES)}"
         )
-    return LOSSES[name]
+    return LOSSES[canonical_loss(name)]
 
 
 def _rewards(

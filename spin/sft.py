@@ -42,6 +42,7 @@ def encode_sft(
             t if m else IGNORE_INDEX for t, m in zip(ids, encoded["response_mask"], strict=True)
         ]
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    formatter.report_cuts("SFT", len(records), max_length)
     return Dataset.from_list(rows)
 
 

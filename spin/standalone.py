@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from spin.artifacts import spec_key
+from spin.artifacts import spec_key, verify
 from spin.errors import ConfigError
 from spin.job import start_job
 from spin.models import MODEL_FILES, download_command, is_hub_id, location_problem
@@ -39,6 +39,12 @@ def artifact_key(directory: Path) -> str | None:
     if directory.name == "model" and (parent / "spec.json").is_file():
         return parent.name if parent.parent.name == "model" else None
     return None
+
+
+def artifact_folder(directory: Path) -> Path:
+    """The artifact a model directory of the store belongs to (:func:`artifact_key`): the
+    directory itself for a start model, its parent for a trained model's ``model/``."""
+    return directory if (directory / "spec.json").is_file() else directory.parent
 
 
 def directory_key(directory: Path) -> str:
@@ -104,6 +110,9 @@ def model_ref(cfg: DictConfig, ctx: Context) -> ModelRef:
     local = Path(location)
     key = artifact_key(local.resolve()) if local.is_dir() else None
     if key is not None:
+        # Scores stored under the key are reused only for the weights the key was built
+        # with: a damaged or cut file stops here, as the chain stops on it.
+        verify(artifact_folder(local.resolve()))
         return ModelRef(key, str(local.resolve()))
     if cfg.model.source == "hub":
         return base_model(ctx)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
+
+from spin.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +72,29 @@ class Tracker:
     ) -> Any:
         import wandb
 
-        run = wandb.init(
-            project=cfg.project,
-            entity=cfg.entity,
-            mode=cfg.mode,
-            dir=str(self.run_dir),
-            name=name,
-            group=group,
-            job_type=job_type,
-            tags=list(cfg.tags),
-            config=config,
-            reinit="finish_previous",
-            settings=wandb.Settings(quiet=True),
-        )
+        try:
+            run = wandb.init(
+                project=cfg.project,
+                entity=cfg.entity,
+                mode=cfg.mode,
+                dir=str(self.run_dir),
+                id=uuid.uuid4().hex[:16],  # never another job's, even in the same second
+                name=name,
+                group=group,
+                job_type=job_type,
+                tags=list(cfg.tags),
+                config=config,
+                reinit="finish_previous",
+                settings=wandb.Settings(quiet=True, init_timeout=cfg.init_timeout),
+            )
+        except Exception as err:  # wandb raises its own types, ValueError and OSError alike
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise TrackingError(
+                f"logger.mode={cfg.mode}: W&B could not start the run ({reason}; it waits "
+                f"at most logger.init_timeout={cfg.init_timeout:g} s). Run `wandb login` "
+                "where W&B is reachable, or track offline (logger.mode=offline, the default) "
+                "and upload later with `wandb sync`"
+            ) from err
         for pattern, axis in STEP_AXES.items():
             run.define_metric(axis)
             run.define_metric(pattern, step_metric=axis)

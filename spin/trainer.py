@@ -40,6 +40,7 @@ from spin.logprobs import (
     sequence_logps,
 )
 from spin.losses import LossOutput, call_loss, get_loss
+from spin.names import OPTIMIZERS
 from spin.tracking import PAIR_METRICS as METRICS
 
 REF_KEYS = ("ref_real_logps", "ref_generated_logps")
@@ -48,8 +49,6 @@ REF_KEYS = ("ref_real_logps", "ref_generated_logps")
 ANCHOR_KEYS = ("anchor_input_ids", "anchor_response_mask")
 # The per-pair packed length the length-grouped sampler reads.
 LENGTH_COLUMN = "length"
-OPTIMIZERS = {"rmsprop": "rmsprop", "adamw": "adamw_torch"}
-PRECISIONS = ("fp32", "bf16", "fp16")
 # trainer.save_steps=0 ("auto"): a checkpoint every this fraction of the optimizer steps, so
 # a killed run loses at most about a tenth of its training and writes about ten checkpoints.
 AUTO_SAVE_FRACTION = 0.1
@@ -313,16 +312,9 @@ def training_arguments(
     spin/precision.py), since 16-bit weights updated in place lose every step below half
     their spacing.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"trainer.optimizer={optimizer!r}; expected one of {list(OPTIMIZERS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r}; expected one of {list(PRECISIONS)}")
-    # transformers >= 5 has no warmup_ratio: warmup_steps below 1 is a ratio, 1 or more a
-    # step count, so a ratio of 1.0 would silently mean one step.
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"trainer.warmup_ratio={warmup_ratio} must be in [0, 1)")
-    if save_steps is not None and save_steps < 0:
-        raise ValueError(f"trainer.save_steps={save_steps} must be >= 0 (0: automatic)")
+    # The settings were checked where the job started (spin/validation.py); transformers
+    # >= 5 has no warmup_ratio: warmup_steps below 1 is a ratio, which is why
+    # trainer.warmup_ratio must stay below 1 there.
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=lr,

@@ -1,5 +1,6 @@
 """Checks of a composed config that its schema's types cannot make (:mod:`spin.config`):
-allowed names, positive numbers, settings that only make sense together. Each failure is a
+allowed names (their lists live in :mod:`spin.names`), every number finite and in its range
+(:data:`RANGES`), settings that only make sense together. Each failure is a
 :class:`~spin.errors.ConfigError` naming the key and what is allowed, raised before any
 work. What the machine must have for the settings (a backend's package, a GPU) is checked
 where a job starts (:func:`spin.job.require_environment`).
@@ -7,8 +8,13 @@ where a job starts (:func:`spin.job.require_environment`).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
+from spin import names
 from spin.config import (
     Config,
     IterationOverride,
@@ -20,48 +26,134 @@ from spin.config import (
 from spin.errors import ConfigError
 
 ALLOWED = {
-    "model.source": ("tiny", "gguf", "hub"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.source": names.MODEL_SOURCES,
+    "model.dtype": names.DTYPES,
     "model.prompt_overflow": ("truncate", "reject"),
     "model.truncation": ("prompt", "pair"),
-    "data.source": ("arith", "jsonl", "hf", "ultrachat"),
+    "data.source": names.DATA_SOURCES,
     "data.selection": ("first", "random"),
-    "generation.backend": ("hf", "vllm"),
-    "trainer.optimizer": ("rmsprop", "adamw"),
-    "trainer.precision": ("fp32", "bf16", "fp16"),
-    "trainer.distributed": ("none", "ddp", "fsdp", "zero3"),
-    "logger.name": ("wandb", "none"),
-    "logger.mode": ("offline", "online", "disabled"),
-    "baseline.name": ("none", "sft", "sft_more", "dpo", "spin_dpo"),
-    "baseline.preferences.source": ("arith", "ultrafeedback", "jsonl"),
-    "opponent.name": ("previous", "fictitious", "kl_mixture"),
-    "lora.quantize": (None, "4bit"),
+    "generation.backend": names.BACKENDS,
+    "trainer.optimizer": tuple(names.OPTIMIZERS),
+    "trainer.precision": names.PRECISIONS,
+    "trainer.distributed": names.LAUNCHES,
+    "logger.name": names.LOGGERS,
+    "logger.mode": names.LOGGER_MODES,
+    "baseline.name": names.BASELINES,
+    "baseline.loss": names.LOSSES,
+    "baseline.preferences.source": names.PREFERENCE_SOURCES,
+    "loss.name": (*names.LOSSES, *names.LOSS_ALIASES),
+    "opponent.name": names.OPPONENTS,
+    "lora.quantize": names.QUANTIZATIONS,
 }
 
-POSITIVE = (
-    "loss.beta",
-    "loss.alpha",
-    "trainer.lr",
-    "trainer.epochs",
-    "trainer.batch_size",
-    "trainer.grad_accumulation",
-    "trainer.ref_batch_size",
-    "generation.max_new_tokens",
-    "generation.batch_size",
-    "generation.shard_size",
-    "generation.temperature",
-    "model.max_prompt_length",
-    "model.max_length",
-    "eval.batch_size",
-    "trainer.world_size",
-    "sft.epochs",
-    "sft.lr",
-    "sft.batch_size",
-    "baseline.epochs",
-    "baseline.beta",
-    "lora.r",
-    "lora.alpha",
-)
+
+@dataclass(frozen=True)
+class Range:
+    """Where a number may lie: above ``low`` (or at it, when ``closed_low``), below
+    ``high`` (or at it, ``closed_high``); ``null`` when None is allowed too."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    closed_low: bool = True
+    closed_high: bool = True
+    null: str | None = None
+
+    def holds(self, value: float) -> bool:
+        above = value >= self.low if self.closed_low else value > self.low
+        below = value <= self.high if self.closed_high else value < self.high
+        return above and below
+
+    def describe(self) -> str:
+        low = f"{'>=' if self.closed_low else '>'} {self.low:g}"
+        high = f"{'<=' if self.closed_high else '<'} {self.high:g}"
+        bounds = [b for b, end in ((low, self.low), (high, self.high)) if math.isfinite(end)]
+        text = f"a finite number {' and '.join(bounds)}" if bounds else "a finite number"
+        return f"{text}, or null ({self.null})" if self.null else text
+
+
+POSITIVE = Range(0, closed_low=False)
+COUNT = Range(1)
+NON_NEGATIVE = Range(0)
+SEED = Range(0)
+FRACTION = Range(0, 1)
+
+# Every number of the schema and where it may lie; tests/test_validation.py checks that no
+# number of the schema is missing here, so a new setting cannot skip its check.
+RANGES: dict[str, Range] = {
+    "model.max_prompt_length": COUNT,
+    "model.max_length": COUNT,
+    "model.seed": SEED,
+    "model.n_params": Range(0, closed_low=False, null="the model's own count"),
+    "data.n_train": Range(1, null="the data's default size"),
+    "data.n_test": Range(1, null="the data's default size"),
+    "data.seed": SEED,
+    "loss.beta": POSITIVE,
+    "loss.nll_weight": NON_NEGATIVE,
+    "loss.label_smoothing": Range(0, 0.5, closed_high=False),
+    "loss.mu": POSITIVE,
+    "loss.gamma": NON_NEGATIVE,
+    "loss.alpha": POSITIVE,
+    "loss.history_weight": NON_NEGATIVE,
+    "generation.temperature": POSITIVE,
+    "generation.top_p": Range(0, 1, closed_low=False),
+    "generation.max_new_tokens": COUNT,
+    "generation.batch_size": COUNT,
+    "generation.shard_size": COUNT,
+    "generation.seed": SEED,
+    "trainer.epochs": POSITIVE,
+    "trainer.lr": POSITIVE,
+    # transformers >= 5 reads a warmup below 1 as a ratio and 1 or more as a step count.
+    "trainer.warmup_ratio": Range(0, 1, closed_high=False),
+    "trainer.weight_decay": NON_NEGATIVE,
+    "trainer.batch_size": COUNT,
+    "trainer.grad_accumulation": COUNT,
+    # 0 turns clipping off.
+    "trainer.max_grad_norm": NON_NEGATIVE,
+    "trainer.ref_batch_size": COUNT,
+    "trainer.logging_steps": COUNT,
+    "trainer.seed": SEED,
+    "trainer.world_size": COUNT,
+    # 0: a checkpoint every tenth of the steps.
+    "trainer.save_steps": NON_NEGATIVE,
+    "sft.n_train": Range(1, null="the SPIN train split's size"),
+    "sft.epochs": POSITIVE,
+    "sft.lr": POSITIVE,
+    "sft.batch_size": COUNT,
+    "baseline.epochs": POSITIVE,
+    "baseline.lr": Range(0, closed_low=False, null="trainer.lr, or sft.lr for sft_more"),
+    "baseline.beta": POSITIVE,
+    "baseline.preferences.n": Range(1, null="all pairs"),
+    "baseline.preferences.seed": SEED,
+    "lora.r": COUNT,
+    "lora.alpha": POSITIVE,
+    "lora.dropout": Range(0, 1, closed_high=False),
+    "opponent.mixture_weight": FRACTION,
+    "opponent.seed": SEED,
+    "eval.limit": Range(1, null="every document"),
+    "eval.batch_size": COUNT,
+    "eval.max_new_tokens": Range(1, null="each task's own"),
+    "eval.seed": SEED,
+    "eval.n_samples": COUNT,
+    "logger.init_timeout": POSITIVE,
+    "iter": NON_NEGATIVE,
+    "seed": SEED,
+}
+# The numbers of a ``schedule.<t>`` entry, of a ``spin.given_pairs.<t>`` entry and of an
+# ``eval.settings.<task>`` entry, checked under their full keys.
+SCHEDULE_RANGES = {"lr": POSITIVE, "beta": POSITIVE, "epochs": POSITIVE, "alpha": POSITIVE}
+GIVEN_PAIRS_RANGES = {"n": Range(1, null="all pairs"), "seed": SEED}
+EVAL_TASK_RANGES = {"num_fewshot": Range(0, null="the task's own")}
+
+
+def check_number(key: str, value: Any, allowed: Range) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``value`` is a finite number in
+    ``allowed`` (or None where that is allowed): NaN and infinities never pass, since they
+    slip through every comparison and fail only after the expensive stages."""
+    if value is None and allowed.null:
+        return
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not (number and math.isfinite(value) and allowed.holds(value)):
+        raise ConfigError(f"{key}={value!r}: expected {allowed.describe()}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -70,8 +162,6 @@ def validate(cfg: DictConfig) -> None:
     Only the settings are checked here; what the machine must have for them (a backend's
     package, QLoRA's GPU, the launch) is checked where a job starts, before any work
     (:func:`spin.job.require_environment`), so a dry run plans for hardware it is not on."""
-    from spin.losses import LOSSES
-
     check_keys(cfg, Config)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -79,28 +169,14 @@ def validate(cfg: DictConfig) -> None:
             f"required value(s) missing: {', '.join(missing)}; set them on the command line, "
             f"e.g. {missing[0]}=..."
         )
-    for key, override in cfg.schedule.items():
-        if not str(key).isdigit():
-            raise ConfigError(f"schedule.{key}: keys are iteration numbers (0, 1, ...)")
-        check_keys(override, IterationOverride, f"schedule.{key}.")
-        for name in ("lr", "beta", "epochs", "alpha"):
-            value = override.get(name)
-            if value is not None and (not isinstance(value, int | float) or value <= 0):
-                raise ConfigError(f"schedule.{key}.{name}={value!r} must be a positive number")
-
-    allowed = {
-        **ALLOWED,
-        "loss.name": tuple(sorted(LOSSES)),
-        "baseline.loss": tuple(sorted(LOSSES)),
-    }
-    for key, options in allowed.items():
+    for key, options in ALLOWED.items():
         value = OmegaConf.select(cfg, key)
         if value not in options:
             raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(options)}")
-    for key in POSITIVE:
-        value = OmegaConf.select(cfg, key)
-        if value is None or value <= 0:
-            raise ConfigError(f"{key}={value!r} must be a positive number")
+    for key, allowed in RANGES.items():
+        check_number(key, OmegaConf.select(cfg, key), allowed)
+    _validate_schedule(cfg)
+    _validate_data(cfg)
     if cfg.data.source in ("jsonl", "hf", "ultrachat") and not cfg.data.path:
         raise ConfigError(
             f"data.path is required for data.source={cfg.data.source!r}: "
@@ -108,12 +184,10 @@ def validate(cfg: DictConfig) -> None:
         )
     check_name(cfg.name, "name")
     for task, settings in cfg.eval.settings.items():
+        for name, allowed in EVAL_TASK_RANGES.items():
+            check_number(f"eval.settings.{task}.{name}", settings.get(name), allowed)
         if settings.get("path") is not None:
             check_name(task, f"eval.settings.{task} (a user set's name)")
-    if cfg.iter < 0:
-        raise ConfigError(f"iter={cfg.iter} must be >= 0 (iterations count from 0)")
-    if cfg.trainer.save_steps < 0:
-        raise ConfigError(f"trainer.save_steps={cfg.trainer.save_steps} must be >= 0 (0: auto)")
     if cfg.model.max_prompt_length >= cfg.model.max_length:
         raise ConfigError(
             f"model.max_prompt_length={cfg.model.max_prompt_length} must be smaller than "
@@ -125,9 +199,71 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"generation.{key}={fmt!r} must be 'chat' or a template containing '{{prompt}}'"
             )
+    _validate_losses(cfg)
     _validate_comparisons(cfg)
     _validate_given_pairs(cfg)
     _validate_lora(cfg)
+
+
+def unused_settings(cfg: DictConfig) -> list[str]:
+    """Settings this job accepts but will not use, each said in a line: a ``schedule`` or
+    ``spin.given_pairs`` entry for an iteration past ``iter`` (a preset may carry them for
+    longer chains than one job builds, so they are allowed, and said)."""
+    return [
+        f"{section}.{t} is set, but this job builds iterations 0..{cfg.iter}: it takes effect "
+        f"only with iter={t} or more"
+        for section in ("schedule", "spin.given_pairs")
+        for t in OmegaConf.select(cfg, section)
+        if str(t).isdigit() and int(t) > cfg.iter
+    ]
+
+
+def _validate_schedule(cfg: DictConfig) -> None:
+    """Each ``schedule`` entry: an iteration number with IterationOverride's fields."""
+    for key, override in cfg.schedule.items():
+        if not str(key).isdigit():
+            raise ConfigError(f"schedule.{key}: keys are iteration numbers (0, 1, ...)")
+        if not isinstance(override, DictConfig):
+            raise ConfigError(
+                f"schedule.{key}={override!r}: expected settings of iteration {key}, "
+                "e.g. +schedule.1.lr=1e-7"
+            )
+        check_keys(override, IterationOverride, f"schedule.{key}.")
+        for name, allowed in SCHEDULE_RANGES.items():
+            value = override.get(name)
+            if value is not None:
+                check_number(f"schedule.{key}.{name}", value, allowed)
+        mix = override.get("mix_previous")
+        if mix is not None and not isinstance(mix, bool):
+            raise ConfigError(f"schedule.{key}.mix_previous={mix!r}: expected true or false")
+
+
+def _validate_data(cfg: DictConfig) -> None:
+    """Data settings beyond their ranges: the arithmetic's step counts."""
+    steps = list(cfg.data.difficulty)
+    if not steps or any(isinstance(d, bool) or d not in names.ARITH_STEPS for d in steps):
+        raise ConfigError(
+            f"data.difficulty={steps!r}: expected a non-empty list of step counts from "
+            f"{list(names.ARITH_STEPS)}"
+        )
+
+
+def _validate_losses(cfg: DictConfig) -> None:
+    """Loss settings that only make sense with some losses."""
+    loss = cfg.loss
+    for key, name in (("loss", loss.name), ("baseline", cfg.baseline.loss)):
+        smoothing = loss.label_smoothing if key == "loss" else 0.0
+        if smoothing and names.LOSS_ALIASES.get(name, name) != "sigmoid":
+            raise ConfigError(
+                f"loss.label_smoothing={smoothing} is only used by loss.name='sigmoid', "
+                f"not by {name!r}; set it to 0"
+            )
+    if loss.name in names.LOSS_ALIASES and loss.nll_weight <= 0:
+        raise ConfigError(
+            f"loss.name={loss.name!r} is {names.LOSS_ALIASES[loss.name]} with the real "
+            f"responses' NLL, yet loss.nll_weight={loss.nll_weight}: choose loss={loss.name} "
+            "(weight 1) or set loss.nll_weight > 0"
+        )
 
 
 def _validate_given_pairs(cfg: DictConfig) -> None:
@@ -146,18 +282,14 @@ def _validate_given_pairs(cfg: DictConfig) -> None:
         for name in ("split", "real_field", "generated_field"):
             if not given[name]:
                 raise ConfigError(f"{prefix}.{name} is empty; expected a split or column name")
-        if given.n is not None and given.n < 1:
-            raise ConfigError(
-                f"{prefix}.n={given.n}: expected a positive number of pairs, or null for all"
-            )
+        for name, allowed in GIVEN_PAIRS_RANGES.items():
+            check_number(f"{prefix}.{name}", given[name], allowed)
 
 
 def _validate_lora(cfg: DictConfig) -> None:
     """LoRA settings peft would reject late (QLoRA's hardware is checked where a job starts,
     :func:`spin.job.require_environment`)."""
     lora = cfg.lora
-    if not 0 <= lora.dropout < 1:
-        raise ConfigError(f"lora.dropout={lora.dropout} must be in [0, 1)")
     if not lora.target_modules:
         raise ConfigError("lora.target_modules is empty; name the modules to adapt, or all-linear")
     if lora.quantize is not None and not lora.enabled:
@@ -169,11 +301,10 @@ def _validate_lora(cfg: DictConfig) -> None:
 
 def _validate_comparisons(cfg: DictConfig) -> None:
     """Baseline and opponent settings that only make sense together."""
-    weight = cfg.opponent.mixture_weight
-    if not 0 <= weight <= 1:
-        raise ConfigError(f"opponent.mixture_weight={weight} must be in [0, 1]")
     if cfg.opponent.name == "fictitious":
-        mixing = [t for t in range(cfg.iter + 1) if iteration_settings(cfg, t).mix_previous]
+        # The base setting holds for every iteration a schedule entry leaves alone.
+        built = sorted({0, *(int(t) for t in cfg.schedule if int(t) <= cfg.iter)})
+        mixing = [t for t in built if iteration_settings(cfg, t).mix_previous]
         if mixing:
             raise ConfigError(
                 "opponent=fictitious draws each prompt's opponent from all earlier iterates, "
@@ -186,5 +317,3 @@ def _validate_comparisons(cfg: DictConfig) -> None:
             "baseline.preferences.path is required for baseline.preferences.source='jsonl': "
             "a JSONL file of prompt, chosen and rejected fields"
         )
-    if cfg.sft.n_train is not None and cfg.sft.n_train <= 0:
-        raise ConfigError(f"sft.n_train={cfg.sft.n_train} must be a positive number or null")

@@ -53,11 +53,11 @@ def test_missing_required_value_names_the_key():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("iter=-1", "iter=-1 must be >= 0"),
-        ("loss.beta=0", "loss.beta=0.0 must be a positive number"),
-        ("loss.beta=-0.1", "loss.beta=-0.1 must be a positive number"),
-        ("baseline.beta=0", "baseline.beta=0.0 must be a positive number"),
-        ("+schedule.1.beta=0", "schedule.1.beta=0 must be a positive number"),
+        ("iter=-1", "iter=-1: expected a finite number >= 0"),
+        ("loss.beta=0", "loss.beta=0.0: expected a finite number > 0"),
+        ("loss.beta=-0.1", "loss.beta=-0.1: expected a finite number > 0"),
+        ("baseline.beta=0", "baseline.beta=0.0: expected a finite number > 0"),
+        ("+schedule.1.beta=0", "schedule.1.beta=0: expected a finite number > 0"),
         (
             "model.prompt_overflow=clip",
             "model.prompt_overflow='clip' is not allowed; expected one of ['truncate', 'reject']",
@@ -66,7 +66,7 @@ def test_missing_required_value_names_the_key():
         ("loss.name=squared", "loss.name='squared' is not allowed; expected one of"),
         ("trainer.optimizer=sgd", "trainer.optimizer='sgd' is not allowed"),
         ("generation.prompt_format=Q:", "must be 'chat' or a template containing '{prompt}'"),
-        ("+schedule.1.lr=-1", "schedule.1.lr=-1 must be a positive number"),
+        ("+schedule.1.lr=-1", "schedule.1.lr=-1: expected a finite number > 0"),
     ],
 )
 def test_impossible_values_are_rejected(override, message):

@@ -118,7 +118,7 @@ def _hold_out(records: list[dict], cfg: Any) -> tuple[list[dict], list[dict]]:
     """Shuffle with the data seed and keep the last ``n_test`` (default 5%, at least 1) as test."""
     shuffled = list(records)
     random.Random(cfg.seed).shuffle(shuffled)
-    n_test = cfg.n_test or max(1, round(len(shuffled) * HOLDOUT_SHARE))
+    n_test = cfg.n_test if cfg.n_test is not None else max(1, round(len(shuffled) * HOLDOUT_SHARE))
     if n_test >= len(shuffled):
         raise DataError(
             f"data.n_test={n_test} leaves no training records: data.path={cfg.path!r} "
@@ -161,15 +161,34 @@ def load_splits(cfg: Any) -> Splits:
     """Train and test records for the ``data`` config section (a DataConfig or DictConfig)."""
     if cfg.source == "arith":
         train, test = generate_arith(
-            cfg.n_train or DEFAULT_ARITH_TRAIN,
-            cfg.n_test or DEFAULT_ARITH_TEST,
+            DEFAULT_ARITH_TRAIN if cfg.n_train is None else cfg.n_train,
+            DEFAULT_ARITH_TEST if cfg.n_test is None else cfg.n_test,
             cfg.seed,
             list(cfg.difficulty),
         )
     else:
         train, test = _load_user_data(cfg)
-        if cfg.n_train:
+        if cfg.n_train is not None:
+            _say_shortfall("n_train", cfg.n_train, len(train), cfg)
             train = _select(train, cfg)
-        if cfg.n_test:
+        if cfg.n_test is not None:
+            _say_shortfall("n_test", cfg.n_test, len(test), cfg)
             test = test[: cfg.n_test]
     return Splits(train, test)
+
+
+def _say_shortfall(key: str, asked: int, usable: int, cfg: Any) -> None:
+    """Warn when data.<key> asks for more records than the split holds: the run goes on
+    with what there is, and says so, since a data-size sweep would otherwise plot two
+    points of one size."""
+    if asked > usable:
+        log.warning(
+            "data.%s=%d, but data.path=%r has %d usable %s records (after deduplication and "
+            "the held-out test split); using %d",
+            key,
+            asked,
+            cfg.path,
+            usable,
+            "train" if key == "n_train" else "test",
+            usable,
+        )

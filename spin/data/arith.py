@@ -20,7 +20,9 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-MAX_STEPS = 6
+from spin.names import ARITH_STEPS
+
+MAX_STEPS = ARITH_STEPS[-1]
 # One canonical problem in TEST_EVERY goes to the test split.
 TEST_EVERY = 5
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}

@@ -68,6 +68,9 @@ class PromptFormatter:
             raise ValueError(f"model.truncation={truncation!r}; expected one of {[PROMPT, PAIR]}")
         self.system_prompt = system_prompt
         self.truncation = truncation
+        # Token counts of the responses :meth:`encode_pair` cut to fit model.max_length,
+        # since the last :meth:`report_cuts`.
+        self.cut_lengths: list[int] = []
 
     def _turns(self, prompt: str) -> list[dict[str, str]]:
         """The chat turns before the response: the system turn when one is configured (an
@@ -157,6 +160,22 @@ class PromptFormatter:
             )
         return len(too_long)
 
+    def report_cuts(self, what: str, total: int, max_length: int) -> None:
+        """Say in one counted warning how many of ``total`` ``what`` responses were cut to
+        fit ``max_length`` tokens since the last report: a cut response trains and scores a
+        different answer than the data holds."""
+        if self.cut_lengths:
+            log.warning(
+                "%d of %d %s responses are longer than model.max_length=%d tokens with their "
+                "prompt (the longest %d tokens alone) and were cut to fit",
+                len(self.cut_lengths),
+                total,
+                what,
+                max_length,
+                max(self.cut_lengths),
+            )
+        self.cut_lengths = []
+
     def encode(
         self, prompt: str, response: str, max_prompt_length: int, max_length: int
     ) -> dict[str, list[int]]:
@@ -177,7 +196,7 @@ class PromptFormatter:
         its first ``max_length - max_prompt_length`` tokens.
         """
         full = self._ids(self.prompt_text(prompt))
-        answers = [self._ids(self.response_text(r, prompt)) for r in responses]
+        answers = full_answers = [self._ids(self.response_text(r, prompt)) for r in responses]
         if self.truncation == PAIR:
             longest = max(len(a) for a in answers)
             if len(full) + longest > max_length:
@@ -188,8 +207,10 @@ class PromptFormatter:
         else:
             full = full[max(0, len(full) - max_prompt_length) :]
             answers = [a[: max(max_length - len(full), 0)] for a in answers]
+        pairs = zip(full_answers, answers, strict=True)
+        self.cut_lengths += [len(whole) for whole, kept in pairs if len(kept) < len(whole)]
         if not all(answers):
-            raise ValueError(
+            raise DataError(
                 f"no response token fits: prompt uses {len(full)} of model.max_length="
                 f"{max_length} tokens (model.max_prompt_length={max_prompt_length} must be "
                 "smaller than model.max_length), or the response is empty"

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from spin import distributed
 from spin.artifacts import Artifact, write_json
+from spin.errors import DataError
 from spin.logprobs import reference_batches, reference_logps
 from spin.lora import reference_spec
 from spin.models import load_tokenizer
@@ -168,9 +169,11 @@ def encode_pairs(cfg: DictConfig, tokenizer: Any, rows: list[dict]) -> tuple[lis
             example[f"{side}_input_ids"] = seq["input_ids"]
             example[f"{side}_response_mask"] = seq["response_mask"]
         examples.append(example)
+    fmt.report_cuts("pair", len(rows) * 2, cfg.model.max_length)
     if not examples:
-        raise ValueError(
-            "no training pairs left: every generated response equals the real one; "
-            "set spin.drop_identical=false or use sampling (generation=sampling)"
+        raise DataError(
+            f"no training pairs left: all {len(rows)} generated responses equal the real "
+            "ones and spin.drop_identical=true drops them; set spin.drop_identical=false or "
+            "use sampling (generation=sampling)"
         )
     return examples, n_identical

@@ -59,6 +59,7 @@ def heldout_docs(ctx: Context, model: ModelRef) -> list[dict[str, Any]]:
         ids = encoded["input_ids"]
         text = (fmt.prompt_text(prompt), fmt.response_text(response, prompt))
         docs.append(heldout_doc(*text, ids[:cut], ids[cut:]))
+    fmt.report_cuts("held-out test", len(docs), cfg.model.max_length)
     return docs
 
 

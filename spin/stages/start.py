@@ -53,7 +53,7 @@ def start_model(ctx: Context) -> tuple[ModelRef, Artifact | None]:
     ctx.long_prompts(base)
     if not ctx.cfg.sft.enabled:
         return base, None
-    n_train = ctx.cfg.sft.n_train or len(ctx.splits.train)
+    n_train = len(ctx.splits.train) if ctx.cfg.sft.n_train is None else ctx.cfg.sft.n_train
     records = load_splits(OmegaConf.merge(ctx.cfg.data, {"n_train": n_train})).train
     check_prompts(ctx.cfg, base, [r["prompt"] for r in records], "sft data")
     return sft(ctx, base, records, ctx.cfg.sft.epochs, ctx.cfg.sft.lr, "sft")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from spin import distributed
 from spin.artifacts import Artifact, read_json, write_json
 from spin.lora import lora_spec, merge_adapters
-from spin.losses import is_reference_free
+from spin.losses import canonical_loss, is_reference_free
 from spin.models import DTYPES
 from spin.pairs import ReferenceMix, mixed_reference
 from spin.precision import cast_saved_model, master_weights_spec
@@ -47,7 +47,7 @@ def train(
     mixed by weight) with a pairwise loss; a reference-free loss's ``refs`` is its encoded
     pairs alone, which its key names as ``pairs``."""
     loss = {
-        "name": objective.loss,
+        "name": canonical_loss(objective.loss),
         "beta": objective.beta,
         "nll_weight": objective.nll_weight,
         "label_smoothing": objective.label_smoothing,
@@ -67,7 +67,7 @@ def train(
     def build(work: Path) -> None:
         args = arguments(ctx.cfg, work, trainer)
         policy, tokenizer = ctx.models.load_private(model, seed)
-        log.info("%s: training with the %s loss", stage, objective.loss)
+        log.info("%s: training with the %s loss", stage, loss_label(objective))
         history = train_pairs(
             policy,
             tokenizer,
@@ -86,6 +86,13 @@ def train(
 
     artifact = ctx.artifact("model", spec, build, together=True)
     return ModelRef(artifact.key, str(artifact.path / "model")), artifact
+
+
+def loss_label(objective: Objective) -> str:
+    """The loss as the user chose it (``rpo``, not the ``sigmoid`` it runs as), with the
+    NLL term's weight when there is one."""
+    nll = f" + NLL (weight {objective.nll_weight:g})" if objective.nll_weight else ""
+    return f"{objective.loss}{nll}"
 
 
 def trainer_settings(cfg: DictConfig, lr: float, epochs: float, **overrides: Any) -> dict[str, Any]:
