@@ -201,6 +201,17 @@ def test_malformed_chat_row_names_file_line_and_field(tmp_path, row, fragment):
     assert fragment in str(error.value)
 
 
+@pytest.mark.parametrize("row", [{"prompt": "q", "response": "a"}, {"messages": None}])
+def test_chat_row_without_its_messages_field_is_said_to_miss_it(tmp_path, row):
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path = write_jsonl(tmp_path / "chat.jsonl", [good, row])
+    with pytest.raises(DataError) as error:
+        load_jsonl(path, messages_field="messages")
+    assert str(error.value) == (
+        "chat.jsonl line 2: field 'messages' is missing (expected a list of {role, content} turns)"
+    )
+
+
 def test_hf_loader_reads_local_files_and_split_directories(tmp_path):
     rows = [{"question": f"Q{i}", "answer": f"A{i}"} for i in range(3)]
     Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))

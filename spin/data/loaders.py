@@ -51,6 +51,8 @@ def _text(value: Any, where: str, field: str) -> str:
 
 def _turns(messages: Any, where: str, field: str) -> list[Mapping]:
     """A chat field's turns, checked to be a list of objects."""
+    if messages is None:  # absent from the row, or null
+        raise DataError(f"{where}: field {field!r} is missing ({EXPECTED_MESSAGES})")
     if not isinstance(messages, list):
         raise DataError(f"{where}: field {field!r} is not a list ({EXPECTED_MESSAGES})")
     for index, turn in enumerate(messages):
