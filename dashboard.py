@@ -17,9 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from spin.errors import ReportError
+from spin.errors import ReportError, TrackingError
 from spin.reporting.dashboard import (
     Sweep,
+    connect,
     local_jobs,
     local_sweep,
     offline_help,
@@ -67,14 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.print:
             print(json.dumps(specs(find_sweep(args, None), args.report), indent=2))
             return 0
-        import wandb
-
         try:
-            api = wandb.Api(timeout=30)
+            api = connect()
             urls = save(api, find_sweep(args, api), args.report)
-        except (wandb.errors.Error, OSError) as err:
-            print(f"dashboard.py: cannot reach W&B: {err}", file=sys.stderr)
-            print(offline_help(args.outputs, args.group or "<name>"), file=sys.stderr)
+        except TrackingError as err:
+            print(f"dashboard.py: {err}", file=sys.stderr)
+            print(offline_help(args.outputs, args.group), file=sys.stderr)
             return 2
     except ReportError as err:
         print(f"dashboard.py: {err}", file=sys.stderr)

@@ -30,7 +30,8 @@ def sft_more(ctx: Context, book: Logbook, start: ModelRef) -> None:
     trained, artifact = sft(ctx, start, ctx.splits.train, base.epochs, lr, "sft_more", seed)
     evaluation = evaluate(ctx, trained)
     book.record_baseline(
-        Scored("SFT + more epochs", "sft_more", None, trained, evaluation, artifact)
+        Scored("SFT + more epochs", "sft_more", None, trained, evaluation, artifact),
+        ctx.cfg.iter,
     )
 
 
@@ -52,7 +53,8 @@ def dpo(ctx: Context, book: Logbook, model: ModelRef, label: str, kind: str, t: 
     )
     trained, artifact = train(ctx, model, refs, objective, kind)
     evaluation = evaluate(ctx, trained)
-    book.record_baseline(Scored(label, kind, t, trained, evaluation, artifact, refs=refs))
+    scored = Scored(label, kind, t, trained, evaluation, artifact, refs=refs)
+    book.record_baseline(scored, ctx.cfg.iter)
 
 
 def spin_dpo(ctx: Context, book: Logbook, final: ModelRef) -> None:

@@ -88,10 +88,18 @@ class Logbook:
             }
         )
 
-    def record_baseline(self, scored: Scored) -> None:
-        """A baseline's model: its curves under ``<kind>/train/*``, scores, row."""
+    def record_baseline(self, scored: Scored, last_iteration: int) -> None:
+        """A baseline's model: its curves under ``<kind>/train/*``, scores, row. Its scores
+        (``<kind>/<task>/<metric>``, ``<kind>/average``) carry the iteration axis of the
+        dashboard's score panels: SPIN + DPO's the iteration it follows; a model made from
+        the start model (SFT + more epochs, DPO) logs them again at every iteration
+        0..``last_iteration`` (``iter``), a level beside the chains, as report.py draws it."""
         self.log_training(scored.kind, scored.iteration, scored.trained)
         self.log_eval(scored.kind, scored.iteration, scored.evaluation, scored.label)
+        if scored.iteration is None and scored.evaluation:
+            level = {f"{scored.kind}/{k}": v for k, v in scores(scored.evaluation).items()}
+            for t in range(last_iteration + 1):
+                self.tracker.log({"iteration": t, **level})
         self.add_row(scored)
 
     def add_row(self, scored: Scored) -> dict[str, Any]:

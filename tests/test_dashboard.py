@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
+from spin.names import LOSS_ALIASES
 from spin.tracking import read_metrics
 
 SWEEP = ("-m", "experiment=tiny", "logger=wandb", "loss.beta=0.05,0.1", "iter=0,1")
@@ -134,8 +135,8 @@ def test_swept_keys_come_from_the_sweeps_overrides_and_preset(tmp_path):
     keys = train.swept_keys(hydra_cfg, choices)
     assert keys == ["loss.beta", "seed", "choice.loss"]
     assert train.swept_keys(SimpleNamespace(mode=RunMode.RUN), choices) == []
-    # A swept group is labelled by the option chosen: rpo and sigmoid share loss.name.
+    # A swept group is labelled by the option chosen: rpo runs as sigmoid (with settings).
     cfg = compose_config("experiment=tiny", "loss=rpo", "loss.beta=0.05")
-    assert cfg.loss.name == "sigmoid"
+    assert LOSS_ALIASES[cfg.loss.name] == "sigmoid"
     values = train.swept_values(cfg, keys, choices)
     assert values == {"loss.beta": 0.05, "seed": 0, "choice.loss": "rpo"}

@@ -4,7 +4,8 @@ so both show the same metric keys (the ones spin/logbook.py logs).
 
 Score panels are found in the logged keys rather than listed, so every task, metric and
 average a job's evaluation logs under ``eval/`` gets one, with the start model's score
-(``start/<name>``, logged at every iteration) as its reference line.
+(``start/<name>``, logged at every iteration) and the baselines' (``<kind>/<name>``,
+spin/logbook.py) as its reference lines.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ ITERATION = "iteration"
 GLOBAL_STEP = "train/global_step"
 SCORE_PREFIX = "eval/"
 START_PREFIX = "start/"
+# The baselines' scores (spin/baselines.py), logged against iteration as the start model's
+# are: SFT + more epochs and DPO at every iteration, SPIN + DPO at the iteration it follows.
+BASELINE_PREFIXES = ("sft_more/", "dpo/", "spin_dpo/")
 TABLES = ("eval/summary", "generation/samples")
 
 
@@ -60,7 +64,8 @@ COST = [
 
 def score_panels(keys: Collection[str]) -> list[Panel]:
     """One panel per ``eval/...`` key logged (tasks' metrics, the average, and any other
-    score evaluation adds), against iteration, the average last."""
+    score evaluation adds), against iteration, the average last; the start model's and the
+    baselines' scores of the same name, where logged, as reference lines."""
     scores = [k for k in keys if k.startswith(SCORE_PREFIX) and k not in TABLES]
     names = sorted(k[len(SCORE_PREFIX) :] for k in scores)
     names.sort(key=lambda name: name == "average")
@@ -69,7 +74,7 @@ def score_panels(keys: Collection[str]) -> list[Panel]:
             name,
             ITERATION,
             (SCORE_PREFIX + name,),
-            tuple(k for k in [START_PREFIX + name] if k in keys),
+            tuple(k for p in (START_PREFIX, *BASELINE_PREFIXES) if (k := p + name) in keys),
         )
         for name in names
     ]
