@@ -205,6 +205,11 @@ def held(folder: Path) -> Iterator[None]:
     empty or half-written job is left beside the real ones."""
     from filelock import FileLock, Timeout
 
+    from spin import distributed
+
+    if distributed.launched_world_size() > 1 and not distributed.is_main():
+        yield  # the main process of a launch holds the folder for all of its processes
+        return
     lock = FileLock(folder / LOCK_FILE)
     try:
         lock.acquire(timeout=0)
