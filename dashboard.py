@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from spin.entry import script
 from spin.errors import ReportError, TrackingError
 from spin.reporting.dashboard import (
     Sweep,
@@ -62,22 +63,19 @@ def find_sweep(args: argparse.Namespace, api: object | None) -> Sweep:
     raise ReportError(f"no jobs of group {group!r} under {args.outputs} (groups there: {known})")
 
 
+@script("saving the dashboard", "Run the same command again: the view is saved anew")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.print:
+        print(json.dumps(specs(find_sweep(args, None), args.report), indent=2))
+        return 0
     try:
-        if args.print:
-            print(json.dumps(specs(find_sweep(args, None), args.report), indent=2))
-            return 0
-        try:
-            api = connect()
-            urls = save(api, find_sweep(args, api), args.report)
-        except TrackingError as err:
-            print(f"dashboard.py: {err}", file=sys.stderr)
-            print(offline_help(args.outputs, args.group), file=sys.stderr)
-            return 2
-    except ReportError as err:
-        print(f"dashboard.py: {err}", file=sys.stderr)
-        return 2
+        api = connect()
+        urls = save(api, find_sweep(args, api), args.report)
+    except TrackingError:
+        # The way on is a list of commands, said before the one line naming the fault.
+        print(offline_help(args.outputs, args.group), file=sys.stderr)
+        raise
     print("\n".join(urls))
     return 0
 

@@ -276,16 +276,16 @@ def test_dashboard_py_exits_2_with_one_line_on_a_graphql_error_and_a_missing_pro
     args = [f"{ENTITY}/{PROJECT}", "--group", "tiny", "--outputs", str(outputs)]
     assert entry.main(args) == 2
     err = capsys.readouterr().err
-    first, *advice = err.splitlines()
-    assert first.startswith(f"dashboard.py: cannot save the view '{TITLE}'")
-    assert "unknown field" in first and "Traceback" not in err
+    *advice, last = err.splitlines()
+    assert last.startswith(f"Error: cannot save the view '{TITLE}'")
+    assert "unknown field" in last and "Traceback" not in err
     # The sync advice names the folder the group's jobs are in (a sweep preset's), not the group.
     assert f"  wandb sync {outputs}/sweeps/beta/*/*/wandb/offline-run-*" in advice
 
     # No job of the group here and no project on W&B: the runs lookup's ValueError.
     assert entry.main([f"{ENTITY}/{PROJECT}", "--group", "other", "--outputs", str(outputs)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"dashboard.py: W&B has no project {ENTITY}/{PROJECT}")
+    assert err.splitlines()[-1].startswith(f"Error: W&B has no project {ENTITY}/{PROJECT}")
     assert "Traceback" not in err
 
 
@@ -295,9 +295,9 @@ def test_without_credentials_it_says_how_to_log_in_in_one_line(tmp_path):
     args = (f"{ENTITY}/{PROJECT}", "--group", "tiny", "--outputs", str(tmp_path / "none"))
     proc = run_entry("dashboard.py", *args, check=False, env=env)
     assert proc.returncode == 2
-    first, *advice = proc.stderr.splitlines()
-    assert first.startswith("dashboard.py: cannot log in to W&B (")
-    assert "`wandb login`" in first and "Traceback" not in proc.stderr
+    *advice, last = proc.stderr.splitlines()
+    assert last.startswith("Error: cannot log in to W&B (")
+    assert "`wandb login`" in last and "Traceback" not in proc.stderr
     assert f"  wandb sync {tmp_path}/none/runs/<name>/*/wandb/offline-run-*" in advice
 
 
