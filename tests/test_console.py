@@ -64,7 +64,8 @@ def test_console_shows_the_projects_lines_and_the_log_file_the_rest(tmp_path):
     # The project's own lines, the stages' progress bars and the closing table stay.
     assert "[spin.artifacts][INFO] - Built model/" in proc.stdout
     assert re.search(
-        r"\[spin\.stages\.training\]\[INFO\] - iter 0: training with the .+ loss", proc.stdout
+        r"\[spin\.stages\.training\]\[INFO\] - iter 0: training with loss rpo \(NLL weight 1\)",
+        proc.stdout,
     )
     for bar in ("iter 0: generate", "iter 0: reference", "train: 100%", "Running generate_until"):
         assert bar in proc.stderr

@@ -72,6 +72,10 @@ def test_four_jobs_at_once_keep_four_records(four_jobs):
         # The metrics of one job only: one start, and no other job's training rows.
         assert sum(r.get("event") == "sweep" for r in records) == 1
     assert betas == Counter({0.1: 3, 0.5: 1})
+    # Each model trained once, its loss named as the user chose it (loss=rpo), not as the
+    # loss it runs as (sigmoid).
+    logs = "".join((job / "train.log").read_text() for job in jobs)
+    assert logs.count("training with loss rpo (NLL weight 1)") == 2
 
 
 def test_four_jobs_at_once_build_each_artifact_once(four_jobs):

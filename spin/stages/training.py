@@ -67,7 +67,7 @@ def train(
     def build(work: Path) -> None:
         args = arguments(ctx.cfg, work, trainer)
         policy, tokenizer = ctx.models.load_private(model, seed)
-        log.info("%s: training with the %s loss", stage, loss_label(objective))
+        log.info("%s: training with loss %s", stage, loss_label(objective))
         history = train_pairs(
             policy,
             tokenizer,
@@ -91,7 +91,7 @@ def train(
 def loss_label(objective: Objective) -> str:
     """The loss as the user chose it (``rpo``, not the ``sigmoid`` it runs as), with the
     NLL term's weight when there is one."""
-    nll = f" + NLL (weight {objective.nll_weight:g})" if objective.nll_weight else ""
+    nll = f" (NLL weight {objective.nll_weight:g})" if objective.nll_weight else ""
     return f"{objective.loss}{nll}"
 
 
