@@ -8,14 +8,15 @@ side; ``job_type`` is ``iter<k>`` and the run name is built from the job's overr
 
 The mirror is the source of truth for tests and reports: W&B's offline mode writes only
 a binary file. Nothing secret is ever logged: configs come from the composed experiment,
-never from the environment. W&B prints only its essential lines (where the run lives); its
-run history and summary at the end are in the run and the mirror.
+never from the environment. W&B prints nothing to the console (the job prints where its run
+lives); its run history and summary at the end are in the run and the mirror.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class Tracker:
     def _start_wandb(
         self, cfg: Any, name: str, group: str, job_type: str, config: dict[str, Any]
     ) -> Any:
+        # W&B's own lines (login, sync hints, its log folder) stay off the console, where
+        # the job prints where its run lives; WANDB_SILENT=false brings them back.
+        os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         try:
@@ -85,10 +89,11 @@ class Tracker:
                 tags=list(cfg.tags),
                 config=config,
                 reinit="finish_previous",
-                settings=wandb.Settings(quiet=True, init_timeout=cfg.init_timeout),
+                settings=wandb.Settings(silent=True, init_timeout=cfg.init_timeout),
             )
         except Exception as err:  # wandb raises its own types, ValueError and OSError alike
-            reason = " ".join(str(err).split()) or type(err).__name__
+            # W&B's own advice names its Python setting; ours is logger.init_timeout.
+            reason = " ".join(str(err).split()).split(" Consider increasing")[0]
             raise TrackingError(
                 f"logger.mode={cfg.mode}: W&B could not start the run ({reason}; it waits "
                 f"at most logger.init_timeout={cfg.init_timeout:g} s). Run `wandb login` "

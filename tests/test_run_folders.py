@@ -152,19 +152,34 @@ def test_ctrl_c_is_one_line_that_says_the_command_resumes(tmp_path):
     assert "Run the same command again to resume" in lines[0]
 
 
-def test_online_tracking_without_a_login_stops_at_once_in_one_line(tmp_path):
-    env = {"HOME": str(tmp_path), "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
+# No login at all; a key but no W&B to reach (a closed port), waited for 5 s at most.
+NO_WANDB = {
+    "no login": ({"WANDB_API_KEY": ""}, "No API key"),
+    "no network": (
+        {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"},
+        "logger.init_timeout=5 s",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NO_WANDB)
+def test_online_tracking_that_cannot_start_stops_soon_in_one_line(case, tmp_path):
+    env, reason = NO_WANDB[case]
     root = tmp_path / "outputs"
+    started = time.monotonic()
     proc = run_entry(
         "train.py",
         "experiment=tiny",
         "logger=wandb",
         "logger.mode=online",
+        "logger.init_timeout=5",
         f"paths.root={root}",
         check=False,
-        env=env,
+        env={"HOME": str(tmp_path), **env},
     )
+    assert time.monotonic() - started < 120  # W&B's own wait was 1 min 42 s
     assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert reason in proc.stderr
     assert proc.stderr.startswith("Error: logger.mode=online") and "wandb login" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not [p for p in root.rglob("*") if p.is_file()], "an empty run folder was left"
