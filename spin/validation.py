@@ -238,8 +238,21 @@ def _validate_schedule(cfg: DictConfig) -> None:
             raise ConfigError(f"schedule.{key}.mix_previous={mix!r}: expected true or false")
 
 
+# The most problems the synthetic arithmetic is asked for: far beyond any experiment here,
+# and short of a request that would run for hours before finding it cannot be met.
+ARITH_LIMIT = 1_000_000
+
+
 def _validate_data(cfg: DictConfig) -> None:
-    """Data settings beyond their ranges: the arithmetic's step counts."""
+    """Data settings beyond their ranges: the arithmetic's step counts and size."""
+    if cfg.data.source == "arith":
+        asked = sum(n for n in (cfg.data.n_train, cfg.data.n_test, cfg.sft.n_train) if n)
+        if asked > ARITH_LIMIT:
+            raise ConfigError(
+                f"data.n_train={cfg.data.n_train}, data.n_test={cfg.data.n_test} and "
+                f"sft.n_train={cfg.sft.n_train}: the synthetic arithmetic makes at most "
+                f"{ARITH_LIMIT} problems"
+            )
     steps = list(cfg.data.difficulty)
     if not steps or any(isinstance(d, bool) or d not in names.ARITH_STEPS for d in steps):
         raise ConfigError(

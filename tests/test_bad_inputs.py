@@ -168,6 +168,7 @@ CASES = [
     (["logger.init_timeout=0"], "logger.init_timeout=0.0"),
     (["data.difficulty=[0]"], "data.difficulty=[0]"),
     (["data.difficulty=[]"], "data.difficulty=[]"),
+    (["data.n_train=2000000"], "makes at most 1000000 problems"),
     (["+schedule.1.lr=-1"], "schedule.1.lr=-1"),
     (["+schedule.1.lr=nan"], "schedule.1.lr=nan"),
     (["+schedule.1.lr=fast"], "schedule.1.lr='fast'"),

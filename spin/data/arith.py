@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from spin.errors import ConfigError, DataError
 from spin.names import ARITH_STEPS
 
 MAX_STEPS = ARITH_STEPS[-1]
@@ -389,9 +390,9 @@ def split_of(key: tuple) -> str:
 
 def _check_args(n_train: int, n_test: int, difficulty: list[int]) -> None:
     if n_train < 0 or n_test < 0:
-        raise ValueError(f"data.n_train={n_train} and data.n_test={n_test} must be >= 0")
+        raise ConfigError(f"data.n_train={n_train} and data.n_test={n_test} must be >= 0")
     if not difficulty or any(not 1 <= int(d) <= MAX_STEPS for d in difficulty):
-        raise ValueError(
+        raise ConfigError(
             f"data.difficulty={list(difficulty)!r}: expected a non-empty list of step counts "
             f"between 1 and {MAX_STEPS}"
         )
@@ -415,7 +416,7 @@ def generate_arith(
     while any(len(kept[s]) < wanted[s] for s in kept):
         attempts += 1
         if attempts > budget:
-            raise ValueError(
+            raise DataError(
                 f"could only generate {len(kept['train'])} train and {len(kept['test'])} test "
                 f"distinct problems for data.difficulty={list(difficulty)}; add larger step "
                 "counts or ask for fewer problems"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from spin.errors import DataError
+from spin.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +47,25 @@ class PromptFormatter:
         truncation: str = PROMPT,
     ) -> None:
         if prompt_format == CHAT and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise ConfigError(
                 "generation.prompt_format='chat' needs a tokenizer with a chat template, and "
                 f"{type(tokenizer).__name__} ({tokenizer.name_or_path!r}) has none; set "
                 f"generation.prompt_format to a template such as '{EXAMPLE_TEMPLATE}'"
             )
         if prompt_format != CHAT and "{prompt}" not in prompt_format:
-            raise ValueError(
+            raise ConfigError(
                 f"generation.prompt_format={prompt_format!r} must be 'chat' or a template "
                 "containing '{prompt}'"
             )
         if prompt_format != CHAT and tokenizer.eos_token is None:
-            raise ValueError(
+            raise ConfigError(
                 f"generation.prompt_format={prompt_format!r} ends responses with the EOS token, "
                 "but the tokenizer has no eos_token"
             )
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
         if truncation not in (PROMPT, PAIR):
-            raise ValueError(f"model.truncation={truncation!r}; expected one of {[PROMPT, PAIR]}")
+            raise ConfigError(f"model.truncation={truncation!r}; expected one of {[PROMPT, PAIR]}")
         self.system_prompt = system_prompt
         self.truncation = truncation
         # Token counts of the responses :meth:`encode_pair` cut to fit model.max_length,
@@ -101,7 +101,7 @@ class PromptFormatter:
             [*self._turns(prompt), {"role": "assistant", "content": response}], tokenize=False
         )
         if not full.startswith(head):
-            raise ValueError(
+            raise ConfigError(
                 "the chat template renders the user turn differently with and without an "
                 "assistant reply, so the prompt/response boundary is ambiguous; set "
                 f"generation.prompt_format to a plain template such as '{EXAMPLE_TEMPLATE}'"
@@ -130,7 +130,7 @@ class PromptFormatter:
         cutting a prompt can remove what the response answers.
         """
         if overflow not in (TRUNCATE, REJECT):
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_overflow={overflow!r}; expected one of {[TRUNCATE, REJECT]}"
             )
         too_long = []
