@@ -1,6 +1,6 @@
 """Every use of lm-eval's private names, in one place, each behind one small function.
 
-lm-eval's public API covers what the project asks of it except three things, for which it
+lm-eval's public API covers what the project asks of it except four things, for which it
 offers only private names:
 
 - reading a task file with its ``include`` chain merged but its ``!function`` tags left
@@ -10,17 +10,23 @@ offers only private names:
   ``TaskManager.task_index`` hands out (``lm_eval.tasks._index.Entry``: ``yaml_path``,
   ``cfg``, ``tags``);
 - building a registered task with a patch of its definition (``TaskManager._factory.build``):
-  ``TaskManager.load`` takes an inline dict as a whole definition, not as a patch.
+  ``TaskManager.load`` takes an inline dict as a whole definition, not as a patch;
+- generating without the EOS text among a task's stop sequences, as lm-eval 0.4.0 did:
+  ``HFLM.generate_until`` adds it through the module's ``handle_stop_sequences``
+  (``lm_eval.models.huggingface.handle_stop_sequences``), with no setting to decline it.
 
 Whether a name is a tag or a group is asked through the public ``all_tags``/``all_groups``.
 A release that renames one of the private names fails here with :class:`LmEvalChanged`
 naming it, and tests/test_lm_eval_adapter.py checks each of them against the installed
-release, which must lie in :data:`TESTED_RANGE` (pinned in pyproject.toml).
+release (the stop sequences, through the ids generation is handed, tests/test_v040_tokens.py),
+which must lie in :data:`TESTED_RANGE` (pinned in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,3 +99,24 @@ def build_patched(
     ``overrides`` the way a group patches its members, its documents loaded."""
     build = _private(manager, "_factory.build", "lm_eval.tasks.TaskManager._factory.build")
     return build(manager.task_index[name], overrides=overrides, registry=manager.task_index)
+
+
+STOP_SEQUENCES = "lm_eval.models.huggingface.handle_stop_sequences"
+
+
+@contextmanager
+def eos_not_a_stop() -> Iterator[None]:
+    """Within it, HFLM's ``generate_until`` stops at the task's own stop sequences alone: the
+    EOS text it adds to them is not added (the model's end-of-sequence token still ends a
+    generation, as transformers' ``generate`` stops there)."""
+    handle = _private(None, STOP_SEQUENCES)
+    module = importlib.import_module(STOP_SEQUENCES.rpartition(".")[0])
+
+    def without_eos(until: Any, eos: str | None) -> list[str]:
+        return handle(until, eos=None)
+
+    module.handle_stop_sequences = without_eos
+    try:
+        yield
+    finally:
+        module.handle_stop_sequences = handle

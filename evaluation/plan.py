@@ -31,6 +31,9 @@ EMBEDDED = tuple(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
 # eval.tasks, so it is kept apart from the embedded tasks a user may list.
 HELDOUT_DIR = TASKS_DIR / "heldout"
 HELDOUT_TASK = "response_nll"
+# How a group's score averages its subtasks (eval.group_average): each subtask once, the
+# default, or each document once.
+GROUP_AVERAGES = ("subtasks", "documents")
 # Field names of each embedded task's documents, the names a user's ``fields`` maps from.
 TEMPLATE_FIELDS = {
     "arith_gsm": ("question", "answer"),
@@ -95,6 +98,10 @@ def plan_tasks(cfg: Any) -> list[TaskPlan]:
         raise EvalConfigError(f"eval.limit={cfg.limit} must be a positive number of documents")
     if cfg.max_new_tokens is not None and cfg.max_new_tokens <= 0:
         raise EvalConfigError(f"eval.max_new_tokens={cfg.max_new_tokens} must be positive")
+    if cfg.group_average not in GROUP_AVERAGES:
+        raise EvalConfigError(
+            f"eval.group_average={cfg.group_average!r}: expected one of {list(GROUP_AVERAGES)}"
+        )
     names = list(cfg.tasks)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -240,7 +247,12 @@ def eval_spec(cfg: Any, plans: list[TaskPlan]) -> dict[str, Any]:
         "max_new_tokens": cfg.max_new_tokens,
         "apply_chat_template": cfg.apply_chat_template,
         "seed": cfg.seed,
-    } | _when_set(system_prompt=system_turn(cfg))
+    } | _when_set(
+        system_prompt=system_turn(cfg),
+        add_bos_token=cfg.add_bos_token,
+        eos_stop=None if cfg.eos_stop else False,
+        group_average=None if cfg.group_average == GROUP_AVERAGES[0] else cfg.group_average,
+    )
 
 
 def by_fewshot(plans: list[TaskPlan]) -> list[tuple[int | None, list[TaskPlan]]]:

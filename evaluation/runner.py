@@ -33,6 +33,7 @@ from lm_eval.tasks import TaskManager
 from evaluation.availability import check_reachable
 from evaluation.fewshot import plan_source
 from evaluation.heldout import CONTEXT_IDS, CONTINUATION_IDS, is_heldout_request
+from evaluation.lm_eval_adapter import eos_not_a_stop
 from evaluation.plan import TaskPlan, by_fewshot, system_turn
 from evaluation.summary import document_values, summarize
 from evaluation.tasks_index import lm_eval_task, task_manager
@@ -68,11 +69,21 @@ class LoadedModel(HFLM):
     trains on, and those are scored as they are: lm-eval's own encoding would tokenise the
     prompt text again and move its trailing whitespace (a chat template's newline after the
     assistant header) into the response, scoring a token training never scores.
+
+    With ``eos_stop=False`` a generative task stops at its own stop sequences alone, as
+    lm-eval 0.4.0 did: lm-eval now adds the EOS token's text to them.
     """
 
-    def __init__(self, *args: Any, system_prompt: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        system_prompt: str | None = None,
+        eos_stop: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.system_prompt = system_prompt
+        self.eos_stop = eos_stop
 
     def get_model_info(self) -> dict[str, Any]:
         return {
@@ -86,6 +97,12 @@ class LoadedModel(HFLM):
         if self.system_prompt is not None and chat_history[0]["role"] != "system":
             chat_history = [{"role": "system", "content": self.system_prompt}, *chat_history]
         return super().apply_chat_template(chat_history, add_generation_prompt)
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        if self.eos_stop:
+            return super().generate_until(requests, disable_tqdm)
+        with eos_not_a_stop():
+            return super().generate_until(requests, disable_tqdm)
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         heldout = [i for i, req in enumerate(requests) if is_heldout_request(req.doc)]
@@ -135,6 +152,8 @@ def run_tasks(
         tokenizer=tokenizer,
         batch_size=cfg.batch_size,
         system_prompt=system_turn(cfg),
+        add_bos_token=cfg.add_bos_token,
+        eos_stop=cfg.eos_stop,
     )
     start = time.perf_counter()
     outputs: dict[str, dict[str, Any]] = {}
@@ -151,7 +170,7 @@ def run_tasks(
         # The summary holds each plan's items; the other metrics' items are not kept twice.
         outputs[name] = {k: v for k, v in output.items() if k != "items"}
         by_plan |= {p.name: output for p in plans}
-    summary = summarize(prepared.plans, by_plan)
+    summary = summarize(prepared.plans, by_plan, by_documents=cfg.group_average == "documents")
     for plan in (p for p in prepared.plans if not p.is_heldout):  # zero-shot by design
         n_shot = by_plan[plan.name]["n-shot"]
         summary["tasks"][plan.name]["fewshot"] = plan_source(
@@ -166,6 +185,9 @@ def run_tasks(
             "apply_chat_template": cfg.apply_chat_template,
             "system_prompt": system_turn(cfg),
             "seed": cfg.seed,
+            "add_bos_token": cfg.add_bos_token,
+            "eos_stop": cfg.eos_stop,
+            "group_average": cfg.group_average,
             "device": str(model.device),
             "dtype": str(model.dtype),
         },

@@ -1,13 +1,16 @@
 """One number per task, and their average, read from lm-eval's results the leaderboard way.
 
-A group's score is the plain mean of its leaf tasks' metric: the Open LLM Leaderboard v1
-reports MMLU as the mean over its 57 subjects, whereas lm-eval's own ``mmlu`` row weights
-subjects by their size. The average is the plain mean of the task scores.
+A group's score is by default the plain mean of its leaf tasks' metric: the Open LLM
+Leaderboard v1 reports MMLU as the mean over its 57 subjects. Averaged over documents
+(``eval.group_average=documents``), it is the mean over all its leaves' documents, each leaf
+weighted by its number of documents, as lm-eval 0.4.0 aggregated every group (and lm-eval's
+own ``mmlu`` row still does). The average is the plain mean of the task scores.
 
 Beside each score the summary keeps lm-eval's standard error of it (``stderr``) and every
-document's value of the metric (``items``, in ``doc_id`` order; for a group, a mapping of
-each leaf task to its list), so two models scored on the same documents can be compared
-pair by pair (spin/reporting/significance.py).
+document's value of the metric (``items``, in ``doc_id`` order; for a group averaged over
+subtasks, a mapping of each leaf task to its list; for one averaged over documents, one
+list, leaf after leaf in name order, whose plain mean is the score), so two models scored
+on the same documents can be compared pair by pair (spin/reporting/significance.py).
 
 The held-out NLL task (:mod:`evaluation.heldout`) reports a loss and a fraction beside the
 scores, under ``heldout``, flat names ``<data>_nll`` and ``<data>_greedy_match``; neither is a
@@ -77,43 +80,63 @@ def document_values(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[
     return values
 
 
-def _stderr(key: str, tasks: list[str], results: dict[str, Any]) -> float | None:
-    """Standard error of the plain mean over ``tasks`` of their metric ``key``: the leaves'
-    errors combined as independent (None where lm-eval gave none, e.g. for one document)."""
+def _stderr(
+    key: str, tasks: list[str], weights: list[float], results: dict[str, Any]
+) -> float | None:
+    """Standard error of the mean over ``tasks`` of their metric ``key`` weighted by
+    ``weights``: the leaves' errors combined as independent (None where lm-eval gave none,
+    e.g. for one document)."""
     metric, _, filter_name = key.partition(",")
     errors = [_number(results[task].get(f"{metric}_stderr,{filter_name}")) for task in tasks]
     if any(error is None for error in errors):
         return None
-    return math.sqrt(sum(error**2 for error in errors)) / len(tasks)
+    combined = sum((w * error) ** 2 for w, error in zip(weights, errors, strict=True))
+    return math.sqrt(combined) / sum(weights)
 
 
-def _items(key: str, tasks: list[str], group: bool, output: dict[str, Any]) -> Any:
-    """Each document's value of ``key``: a list for a task, a list per leaf for a group;
-    None where lm-eval kept no numeric value per document."""
+def _weighted_mean(values: list[float], weights: list[int]) -> float:
+    return math.fsum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+
+
+def _items(
+    key: str, tasks: list[str], group: bool, by_documents: bool, output: dict[str, Any]
+) -> Any:
+    """Each document's value of ``key``: a list for a task, a list per leaf for a group
+    (one list, leaf after leaf in name order, for a group averaged over documents); None
+    where lm-eval kept no numeric value per document."""
     stored = output.get("items", {})
     found = {task: stored.get(task, {}).get(key) for task in tasks}
     if any(values is None for values in found.values()):
         return None
-    return found if group else found[tasks[0]]
+    if not group:
+        return found[tasks[0]]
+    if by_documents:
+        return [value for task in sorted(found) for value in found[task]]
+    return found
 
 
-def task_score(plan: TaskPlan, output: dict[str, Any]) -> dict[str, Any]:
-    """A plan's score from the output of the ``simple_evaluate`` call that ran it."""
+def task_score(
+    plan: TaskPlan, output: dict[str, Any], by_documents: bool = False
+) -> dict[str, Any]:
+    """A plan's score from the output of the ``simple_evaluate`` call that ran it; a group's
+    the plain mean of its leaves, or with ``by_documents`` of all their documents."""
     groups = output.get("group_subtasks", {})
     tasks = leaves(plan.name, groups)
     key = _metric_key(plan, output["results"][tasks[0]])
     values = [output["results"][task][key] for task in tasks]
+    sizes = [output["n-samples"][task]["effective"] for task in tasks]
+    weights = sizes if by_documents else [1] * len(tasks)
     shots = sorted({output["n-shot"][task] for task in tasks})
     score = {
         "metric": key.split(",")[0],
         "key": key,
-        "value": fmean(values),
-        "stderr": _stderr(key, tasks, output["results"]),
+        "value": _weighted_mean(values, sizes) if by_documents else fmean(values),
+        "stderr": _stderr(key, tasks, weights, output["results"]),
         "num_fewshot": shots[0] if len(shots) == 1 else shots,
-        "n": sum(output["n-samples"][task]["effective"] for task in tasks),
+        "n": sum(sizes),
         "subtasks": len(tasks),
     }
-    items = _items(key, tasks, bool(groups.get(plan.name)), output)
+    items = _items(key, tasks, bool(groups.get(plan.name)), by_documents, output)
     return score if items is None else score | {"items": items}
 
 
@@ -125,10 +148,15 @@ def heldout_scores(plan: TaskPlan, output: dict[str, Any]) -> dict[str, dict[str
     }
 
 
-def summarize(plans: list[TaskPlan], outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    plans: list[TaskPlan], outputs: dict[str, dict[str, Any]], by_documents: bool = False
+) -> dict[str, Any]:
     """Per-task scores and their average, and the held-out NLL metrics beside them (in no
-    average); ``outputs`` maps each plan's name to its call's output."""
-    tasks = {p.name: task_score(p, outputs[p.name]) for p in plans if not p.is_heldout}
+    average); ``outputs`` maps each plan's name to its call's output, ``by_documents``
+    averages a group over its documents (eval.group_average=documents)."""
+    tasks = {
+        p.name: task_score(p, outputs[p.name], by_documents) for p in plans if not p.is_heldout
+    }
     summary: dict[str, Any] = {"tasks": tasks}
     if tasks:  # the held-out metrics alone have no average
         summary["average"] = fmean(t["value"] for t in tasks.values())

@@ -219,6 +219,9 @@ class PreferenceConfig:
     # Pairs to train on; None: all (arith: one per SPIN train prompt).
     n: int | None = None
     seed: int = 0
+    # Drop pairs whose chosen equals rejected (ultrafeedback, jsonl): DPO learns nothing from
+    # them, but they fill batches; the alignment-handbook recipe (61a11a5) kept them.
+    drop_ties: bool = True
 
 
 @dataclass
@@ -337,6 +340,17 @@ class EvalConfig:
     system_prompt: str | None = "${generation.system_prompt}"
     # Also lm-eval's few-shot seed: lm-eval 0.4.0 drew every task's examples with seed 1234.
     seed: int = 1234
+    # Whether every input starts with the tokenizer's BOS token: None leaves it to the
+    # tokenizer (lm-eval's choice since 0.4.10, PR 3347; Llama's and Mistral's add it), false
+    # never (lm-eval 0.4.0 for causal models), true always.
+    add_bos_token: bool | None = None
+    # Whether lm-eval adds the EOS token's text to each generative task's stop sequences (it
+    # does since 0.4.2, PR 1480; lm-eval 0.4.0 stopped at the task's own alone).
+    eos_stop: bool = True
+    # A group's score (MMLU's over its 57 subjects): the plain mean of its subtasks
+    # ("subtasks", the Open LLM Leaderboard v1's) or of its documents ("documents": subtasks
+    # weighted by their number of documents, as lm-eval 0.4.0 and today's mmlu row do).
+    group_average: str = "subtasks"
     n_samples: int = 8
     # Beside the tasks (whenever there are any): the NLL per token of the data's test-split
     # responses and the share reproduced by greedy decoding, logged as eval/<data>_nll and

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, processors
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -45,8 +45,12 @@ WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 MODEL_FILES = "config.json plus *.safetensors or pytorch_model*.bin weights"
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer with ChatML specials, so tests need no download."""
+def build_tiny_tokenizer(adds_bos: bool = False) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer with ChatML specials, so tests need no download.
+
+    ``adds_bos``: encoding with special tokens (the tokenizer's default) puts the BOS token
+    in front, as Llama's and Mistral's tokenizers do; for tests of what evaluation sends.
+    """
     chars = [c for c in string.printable if c not in "\t\r\x0b\x0c"]
     vocab = {"<unk>": 0, **{c: i + 1 for i, c in enumerate(chars)}}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
@@ -60,6 +64,13 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         padding_side="left",
     )
     tokenizer.chat_template = CHATML_TEMPLATE
+    if adds_bos:
+        bos = tokenizer.bos_token
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tokenizer.bos_token_id)],
+        )
     return tokenizer
 
 

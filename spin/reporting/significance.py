@@ -4,9 +4,11 @@ Both models answered the same documents, so the change is estimated pair by pair
 bootstrap draws the documents with replacement, the same draw for both models, and the 2.5th
 and 97.5th percentiles of the resampled change bound its 95% interval. Pairing takes the
 documents' own difficulty out of the noise, which unpaired standard errors (about 3.4 points
-for exact match on 128 documents) keep in. A group task (MMLU) scores the plain mean of its
-leaf tasks, so each leaf is resampled on its own and the leaf changes averaged; the average
-over tasks likewise resamples each task independently and averages the task changes.
+for exact match on 128 documents) keep in. A group task (MMLU) averaged over its subtasks
+scores the plain mean of its leaf tasks, so each leaf is resampled on its own and the leaf
+changes averaged; one averaged over its documents (``eval.group_average=documents``) keeps
+one list of them, resampled as any task's. The average over tasks likewise resamples each
+task independently and averages the task changes.
 """
 
 from __future__ import annotations
