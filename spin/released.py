@@ -73,6 +73,29 @@ def entries(cfg: DictConfig) -> list[Entry]:
     return [Entry(row, str(models[row].path), models[row].revision) for row in chosen]
 
 
+# The paper's DPO row's model, as released.models.dpo names it by default.
+DPO_MODEL = "alignment-handbook/zephyr-7b-dpo-full"
+
+
+def provenance_notes(chosen: list[Entry]) -> list[str]:
+    """What the table's reader must know of a model's provenance: the DPO row read from the
+    hub at no pinned revision may not be the model the paper scored."""
+    dpo = next((e for e in chosen if e.row == "dpo"), None)
+    if dpo is None or dpo.revision or not is_hub_id(dpo.path) or Path(dpo.path).is_dir():
+        return []
+    said = f"DPO: {dpo.path} is read from the hub's main branch as it is now (no revision pinned)"
+    if dpo.path == DPO_MODEL:
+        said += (
+            ". The alignment-handbook changed its DPO recipe on 2024-01-10 (f0ffa0d: beta 0.01, "
+            "AdamW, cosine, 1 epoch) and, by the SPIN authors' README, updated its SFT model "
+            "after their experiments, so these weights may be a retrain, not the model the "
+            "paper scored; no revision from the paper's time is known (docs/paper_fidelity.md)."
+        )
+    else:
+        said += ", which may differ from the model the paper scored."
+    return [f"{said} released.models.dpo.revision=<commit> pins one."]
+
+
 def entry_config(cfg: DictConfig, entry: Entry) -> DictConfig:
     """The job's config as ``evaluate.py`` gets it for ``entry``'s model."""
     return OmegaConf.merge(cfg, {"model": {"path": entry.path, "revision": entry.revision}})
@@ -119,7 +142,7 @@ def run(cfg: DictConfig, job_dir: Path, job_name: str) -> list[str]:
         tracker.summary(summary)
     finally:
         tracker.finish()
-    (job_dir / "table.md").write_text(comparison_markdown(measured))
+    (job_dir / "table.md").write_text(comparison_markdown(measured, provenance_notes(chosen)))
     (job_dir / "table.csv").write_text(comparison_csv(measured))
     return scored
 

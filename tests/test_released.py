@@ -15,8 +15,8 @@ from conftest import ROOT, on_fixtures, run_entry
 from hydra import compose, initialize_config_dir
 
 from spin.models import build_tiny
-from spin.released import dry_run, entries
-from spin.reporting.paper import load_paper
+from spin.released import dry_run, entries, provenance_notes
+from spin.reporting.paper import Measured, comparison_markdown, load_paper
 
 ROWS = ["sft", "spin_iter0", "spin_iter1", "spin_iter2", "spin_iter3", "dpo"]
 # Two leaderboard tasks on their fixtures, a couple of documents each: one multiple-choice,
@@ -44,6 +44,17 @@ def test_the_default_models_are_the_papers_rows():
         "dpo": ("alignment-handbook/zephyr-7b-dpo-full", None),
     }
     assert cfg.eval.name == "leaderboard_v040"  # scored as the paper was, as paper_zephyr is
+
+
+def test_the_dpo_row_read_from_the_hubs_main_branch_is_flagged_under_the_table():
+    (note,) = provenance_notes(entries(released_config()))
+    assert note.startswith("DPO: alignment-handbook/zephyr-7b-dpo-full is read from the hub's")
+    assert "f0ffa0d" in note and "may be a retrain" in note
+    assert "released.models.dpo.revision=<commit>" in note
+    assert provenance_notes(entries(released_config("released.models.dpo.revision=abc"))) == []
+    measured = [Measured("dpo", "alignment-handbook/zephyr-7b-dpo-full", {})]
+    table = comparison_markdown(measured, [note])
+    assert table.endswith(f"\n\n{note}\n")
 
 
 def test_dry_run_lists_the_models_and_the_scoring_cost(monkeypatch, tmp_path):
@@ -126,6 +137,7 @@ def test_stand_ins_are_tabulated_beside_the_paper_with_differences(stand_in_run)
     assert table in stdout
     assert table.count("| difference |") == len(ROWS)
     assert "| SPIN iteration 2: " in table and "| DPO: " in table
+    assert "no revision pinned" not in table  # every model here is a local directory
 
 
 def test_each_stand_in_is_scored_under_its_own_key(stand_in_run):

@@ -5,7 +5,10 @@ true solution with the same solution after one plausible slip, so DPO sees the s
 as SPIN and a preference that is right by construction; ``ultrafeedback`` reads the paper's
 HuggingFaceH4/ultrafeedback_binarized (or a local copy in its hub layout); ``jsonl`` reads a
 user's file. Every row is validated before training, as for the SFT data, and a pair whose
-chosen and rejected texts are the same is dropped: DPO's gradient on it is zero.
+chosen and rejected texts are the same is dropped (``baseline.preferences.drop_ties``, on by
+default): DPO's gradient on it is zero, yet it fills a place in its batch and counts in the
+steps of an epoch. The alignment-handbook recipe the paper's DPO row is believed to come from
+(61a11a5) kept such pairs, and ``experiment=paper_zephyr`` keeps them too.
 """
 
 from __future__ import annotations
@@ -83,7 +86,18 @@ def _pair(row: Any, where: str, fields: tuple[str, str, str]) -> dict:
     }
 
 
-def _drop_ties(pairs: list[dict], source: str) -> list[dict]:
+def _drop_ties(pairs: list[dict], source: str, drop: bool = True) -> list[dict]:
+    """``pairs`` less those whose chosen equals rejected (up to surrounding whitespace); all
+    of them, counted in the log, when ``drop`` is false."""
+    if not drop:
+        ties = sum(p["chosen"].strip() == p["rejected"].strip() for p in pairs)
+        log.info(
+            "Kept %d of %d preference pairs of %s whose chosen equals rejected",
+            ties,
+            len(pairs),
+            source,
+        )
+        return pairs
     kept = [p for p in pairs if p["chosen"].strip() != p["rejected"].strip()]
     log.info(
         "Dropped %d of %d preference pairs of %s whose chosen equals rejected",
@@ -94,15 +108,16 @@ def _drop_ties(pairs: list[dict], source: str) -> list[dict]:
     return kept
 
 
-def load_ultrafeedback(path: str, split: str = "train_prefs") -> list[dict]:
+def load_ultrafeedback(path: str, split: str = "train_prefs", drop_ties: bool = True) -> list[dict]:
     """Pairs of HuggingFaceH4/ultrafeedback_binarized (a hub id or a local copy in the hub
-    layout): the ``prompt`` and the last assistant turns of ``chosen`` and ``rejected``."""
+    layout): the ``prompt`` and the last assistant turns of ``chosen`` and ``rejected``; with
+    ``drop_ties``, none whose chosen equals rejected."""
     where = f"{path} split {split!r}"
     dataset = _open_dataset(path, split)
     _require_columns(dataset, where, list(PAIR_FIELDS))
     rows = dataset.select_columns(list(PAIR_FIELDS))
     pairs = [_pair(row, f"{where} row {index}", PAIR_FIELDS) for index, row in enumerate(rows)]
-    return _drop_ties(pairs, where)
+    return _drop_ties(pairs, where, drop_ties)
 
 
 def load_preference_jsonl(
@@ -110,11 +125,14 @@ def load_preference_jsonl(
     prompt_field: str = "prompt",
     chosen_field: str = "chosen",
     rejected_field: str = "rejected",
+    drop_ties: bool = True,
 ) -> list[dict]:
-    """Pairs from a user's JSON-lines file; chosen and rejected are texts or chat turn lists."""
+    """Pairs from a user's JSON-lines file; chosen and rejected are texts or chat turn lists;
+    with ``drop_ties``, none whose chosen equals rejected."""
     fields = (prompt_field, chosen_field, rejected_field)
     rows = jsonl_rows(path, "baseline.preferences.path")
-    return _drop_ties([_pair(row, where, fields) for where, row in rows], str(path))
+    pairs = [_pair(row, where, fields) for where, row in rows]
+    return _drop_ties(pairs, str(path), drop_ties)
 
 
 def _subset(pairs: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -132,14 +150,15 @@ def _load_source(cfg: Any, train_records: list[dict]) -> list[dict]:
     if cfg.source == "arith":
         return arith_preferences(train_records[: cfg.n], cfg.seed)
     if cfg.source == "ultrafeedback":
-        return _subset(load_ultrafeedback(cfg.path or ULTRAFEEDBACK, cfg.split), cfg.n, cfg.seed)
+        pairs = load_ultrafeedback(cfg.path or ULTRAFEEDBACK, cfg.split, cfg.drop_ties)
+        return _subset(pairs, cfg.n, cfg.seed)
     if cfg.source == "jsonl":
         if not cfg.path:
             raise DataError(
                 "baseline.preferences.path is required for baseline.preferences.source='jsonl'"
             )
         pairs = load_preference_jsonl(
-            cfg.path, cfg.prompt_field, cfg.chosen_field, cfg.rejected_field
+            cfg.path, cfg.prompt_field, cfg.chosen_field, cfg.rejected_field, cfg.drop_ties
         )
         return _subset(pairs, cfg.n, cfg.seed)
     raise DataError(

@@ -192,9 +192,10 @@ def _line(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def comparison_markdown(measured: Sequence[Measured]) -> str:
+def comparison_markdown(measured: Sequence[Measured], notes: Sequence[str] = ()) -> str:
     """The comparison as Markdown: per model a line measured here, the paper's line and their
-    difference (of the numbers as shown, so a reader can check it)."""
+    difference (of the numbers as shown, so a reader can check it); under it the average's
+    note and ``notes``."""
     tasks = compared_tasks(measured)
     names = ["Average" if t == AVERAGE else TASK_NAMES.get(t, t) for t in tasks]
     lines = [_line("Model", "", *names), _line(":---", ":---", *("---:" for _ in tasks))]
@@ -212,4 +213,4 @@ def comparison_markdown(measured: Sequence[Measured]) -> str:
             _line("", "paper", *(_cell(c["paper"]) for c in cells)),
             _line("", "difference", *map(_shown_difference, cells)),
         ]
-    return "\n".join([*lines, "", AVERAGE_NOTE]) + "\n"
+    return "\n".join([*lines, "", AVERAGE_NOTE, *(f"\n{note}" for note in notes)]) + "\n"
