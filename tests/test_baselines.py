@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_train
+from conftest import train_in_process
 from datasets import load_from_disk
 
 from spin.artifacts import Artifact
@@ -42,7 +42,7 @@ def test_dpo_is_the_spin_loss_with_chosen_and_rejected_for_real_and_generated(tm
     """DPO on preference pairs made of SPIN iteration 0's own pairs (real as chosen,
     generated as rejected) trains exactly the model SPIN iteration 0 trains."""
     spin_root, dpo_root = tmp_path / "spin", tmp_path / "dpo"
-    run_train(*TINY, f"paths.root={spin_root}", "loss=sigmoid", "iter=0")
+    train_in_process(*TINY, f"paths.root={spin_root}", "loss=sigmoid", "iter=0")
     (gen,) = (spin_root / "artifacts" / "generations").glob("*/pairs.jsonl")
     prefs = tmp_path / "prefs.jsonl"
     with prefs.open("w") as f:
@@ -54,7 +54,7 @@ def test_dpo_is_the_spin_loss_with_chosen_and_rejected_for_real_and_generated(tm
                 )
                 + "\n"
             )
-    run_train(
+    train_in_process(
         *TINY,
         f"paths.root={dpo_root}",
         "baseline=dpo",
@@ -75,7 +75,9 @@ def test_dpo_is_the_spin_loss_with_chosen_and_rejected_for_real_and_generated(tm
 
 
 def test_baselines_report_their_rows_and_share_the_sft_model(tmp_path):
-    run_train("-m", *TINY, f"paths.root={tmp_path}", "baseline=sft,sft_more,dpo,spin_dpo", "iter=1")
+    train_in_process(
+        "-m", *TINY, f"paths.root={tmp_path}", "baseline=sft,sft_more,dpo,spin_dpo", "iter=1"
+    )
     reports = {
         r["settings"]["baseline"]: r
         for r in map(json.loads, (p.read_text() for p in tmp_path.rglob("report.json")))
@@ -105,7 +107,7 @@ def test_baselines_report_their_rows_and_share_the_sft_model(tmp_path):
 
 
 def test_sft_stage_fine_tunes_the_start_model_on_the_train_split(tmp_path):
-    run_train(
+    train_in_process(
         *TINY,
         f"paths.root={tmp_path}",
         "sft.enabled=true",
@@ -166,7 +168,7 @@ def test_fictitious_play_draws_each_opponent_from_all_earlier_iterates(tmp_path)
 
 
 def test_fictitious_play_chain_trains_one_drawn_pair_per_prompt(tmp_path):
-    run_train(*TINY, f"paths.root={tmp_path}", "opponent=fictitious", "iter=2", "eval=none")
+    train_in_process(*TINY, f"paths.root={tmp_path}", "opponent=fictitious", "iter=2", "eval=none")
     refs = artifacts(tmp_path, "reference")
     assert sorted(len(s["generations"]) for s in refs.values()) == [1, 2, 3]
     for key, spec in refs.items():
@@ -176,7 +178,7 @@ def test_fictitious_play_chain_trains_one_drawn_pair_per_prompt(tmp_path):
 
 
 def test_fictitious_play_refuses_t_minus_1_mixing(tmp_path):
-    proc = run_train(
+    proc = train_in_process(
         *TINY,
         f"paths.root={tmp_path}",
         "opponent=fictitious",
@@ -188,7 +190,7 @@ def test_fictitious_play_refuses_t_minus_1_mixing(tmp_path):
 
 
 def test_kl_mixture_reference_mixes_the_previous_and_start_models(tmp_path):
-    run_train(
+    train_in_process(
         *TINY,
         f"paths.root={tmp_path}",
         "opponent=kl_mixture",

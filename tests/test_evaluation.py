@@ -18,7 +18,7 @@ from statistics import fmean, stdev
 
 import datasets
 import pytest
-from conftest import ROOT, compose_config, on_fixtures, run_train
+from conftest import ROOT, compose_config, on_fixtures, run_in_process
 
 from evaluation import plan_tasks, prepare, run_tasks
 from evaluation.errors import EvalConfigError
@@ -218,11 +218,8 @@ def test_unreachable_hub_dataset_stops_before_any_work(tmp_path):
 
 
 # ---------------------------------------------------------------- the chain and standalone
-@pytest.fixture(scope="module")
-def chain_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("chain")
-    run_train("experiment=tiny", f"paths.root={root}", "eval.limit=4")
-    return root
+# The chain is the session's shared tiny chain (`train.py experiment=tiny`, whose eval.limit
+# is 4); the test that scores into its store takes a copy of its own.
 
 
 def eval_results(root: Path) -> dict[str, dict]:
@@ -239,7 +236,8 @@ def trained_model_dir(root: Path) -> Path:
     return next(p.parent for p in (root / "artifacts" / "model").glob("*/model/config.json"))
 
 
-def test_chain_logs_scores_per_model_and_a_summary_table(chain_root):
+def test_chain_logs_scores_per_model_and_a_summary_table(tiny_chain):
+    chain_root = tiny_chain
     job = next(p.parent for p in chain_root.rglob("report.json"))
     records = read_metrics(job)
     logged = {k for r in records if r["type"] == "metrics" for k in r}
@@ -261,19 +259,20 @@ def test_chain_logs_scores_per_model_and_a_summary_table(chain_root):
         assert {t["n"] for t in summary["tasks"].values()} == {4}
 
 
-def test_standalone_scores_equal_the_chains_and_rescoring_does_no_work(chain_root, tmp_path):
+def test_standalone_scores_equal_the_chains_and_rescoring_does_no_work(tiny_chain_copy, tmp_path):
+    chain_root = tiny_chain_copy
     model_dir = trained_model_dir(chain_root)
     key = model_dir.parent.name
     args = ["experiment=tiny", "eval.limit=4", "logger=none", f"model.path={model_dir}"]
     # A fresh store: the standalone command computes the scores itself.
-    fresh = run_script("evaluate.py", *args, f"paths.root={tmp_path}")
+    fresh = run_in_process("evaluate.py", *args, f"paths.root={tmp_path / 'fresh'}", check=False)
     assert fresh.returncode == 0, fresh.stderr
-    chain, alone = eval_results(chain_root)[key], eval_results(tmp_path)[key]
+    chain, alone = eval_results(chain_root)[key], eval_results(tmp_path / "fresh")[key]
     assert alone["summary"]["tasks"] == chain["summary"]["tasks"]
     assert f"{100 * chain['summary']['average']:.1f}%" in fresh.stdout
     # The chain's store: the model was scored with these settings already.
     before = len(list((chain_root / "artifacts" / "eval").iterdir()))
-    again = run_script("evaluate.py", *args, f"paths.root={chain_root}")
+    again = run_in_process("evaluate.py", *args, f"paths.root={chain_root}", check=False)
     assert again.returncode == 0, again.stderr
     assert "Running generate_until" not in again.stderr
     assert len(list((chain_root / "artifacts" / "eval").iterdir())) == before

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import artifact_events, compose_config, job_dirs, run_train
+from conftest import artifact_events, compose_config, job_dirs, train_in_process
 from datasets import Dataset, load_from_disk
 
 from spin.config import GivenPairsConfig
@@ -130,7 +130,7 @@ def job_args(root: Path, released: Path, *overrides: str) -> list[str]:
 def chain_root(tmp_path_factory, released) -> Path:
     """Iteration 0 on the given pairs, iteration 1 generated and mixed with them."""
     root = tmp_path_factory.mktemp("given")
-    run_train(*job_args(root, released, "iter=1"))
+    train_in_process(*job_args(root, released, "iter=1"))
     return root
 
 
@@ -196,7 +196,7 @@ def test_report_has_no_generation_cost_for_given_pairs(chain_root):
 
 def test_generation_settings_leave_given_pairs_and_their_training_alone(chain_root, released):
     before = len(artifact_events(chain_root))
-    run_train(*job_args(chain_root, released, "iter=0", "generation=sampling"))
+    train_in_process(*job_args(chain_root, released, "iter=0", "generation=sampling"))
     rerun = artifact_events(chain_root)[before:]
     assert {e["kind"] for e in rerun} == {"model", "given_pairs", "reference"}
     assert not any(e["built"] for e in rerun)
@@ -206,7 +206,7 @@ def test_malformed_row_stops_the_job_before_any_model_work(tmp_path):
     path = tmp_path / "SPIN_iter0.jsonl"
     bad = {"real": chat("Q", "A"), "generated": [{"role": "user", "content": "Q"}]}
     path.write_text(json.dumps(released_row(*PAIRS[0])) + "\n" + json.dumps(bad) + "\n")
-    proc = run_train(*job_args(tmp_path, path), check=False)
+    proc = train_in_process(*job_args(tmp_path, path), check=False)
     assert proc.returncode != 0
     assert "SPIN_iter0.jsonl line 2" in proc.stderr and "'generated'" in proc.stderr
     assert not (tmp_path / "artifacts").exists()

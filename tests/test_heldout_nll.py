@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_train
+from conftest import compose_config
 from omegaconf import OmegaConf
 
 from evaluation import prepare, run_tasks
@@ -81,9 +81,8 @@ def test_greedy_match_is_one_for_the_greedy_output_and_zero_otherwise(tiny, tmp_
     assert result["arith_greedy_match"]["value"] == 0.0
 
 
-def test_a_tiny_job_logs_the_nll_outside_the_average(tmp_path: Path) -> None:
-    run_train("experiment=tiny", "iter=0", f"paths.root={tmp_path}")
-    (metrics,) = tmp_path.rglob("metrics.jsonl")
+def test_a_tiny_job_logs_the_nll_outside_the_average(tiny_chain: Path) -> None:
+    (metrics,) = tiny_chain.rglob("metrics.jsonl")
     logged = [r for r in read_metrics(metrics.parent) if "eval/arith_nll" in r]
     assert [r["iteration"] for r in logged] == [0]
     for row in logged:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config, run_train
+from conftest import compose_config, train_in_process
 
 from spin.job import run_job
 from spin.losses import get_loss, tilted_risk
@@ -117,5 +117,5 @@ def test_schedule_alpha_reaches_its_iteration(tmp_path):
 
 
 def test_train_runs_with_iris(tmp_path):
-    run_train("experiment=tiny", "loss=iris", f"paths.root={tmp_path}")
+    train_in_process("experiment=tiny", "loss=iris", f"paths.root={tmp_path}")
     assert (tmp_path / "artifacts" / "model").is_dir()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import artifact_events, compose_config, run_train
+from conftest import artifact_events, compose_config, run_train, train_in_process
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from tiny_pairs import make_pairs, tiny_training_args
@@ -139,7 +139,7 @@ def specs(root: Path, kind: str) -> dict[str, dict]:
 def lora_and_full(tmp_path_factory) -> Path:
     """The tiny chain to iteration 1, fully fine-tuned and with LoRA, under one root."""
     root = tmp_path_factory.mktemp("lora")
-    run_train("-m", "experiment=tiny", f"paths.root={root}", "lora=none,lora", "iter=1")
+    train_in_process("-m", "experiment=tiny", f"paths.root={root}", "lora=none,lora", "iter=1")
     return root
 
 

@@ -5,7 +5,7 @@ names what still differs."""
 from __future__ import annotations
 
 import pytest
-from conftest import compose_config, run_train
+from conftest import compose_config, train_in_process
 
 from spin.planning.fidelity import DOC_FILE, departures, load_audit, render
 
@@ -56,7 +56,7 @@ def test_an_override_away_from_the_audit_is_named():
 
 
 def test_dry_run_prints_the_remaining_differences(tmp_path):
-    proc = run_train(
+    proc = train_in_process(
         f"experiment={NAME}", "dry_run=true", "trainer.epochs=6", f"paths.root={tmp_path}"
     )
     out = proc.stdout

@@ -1,4 +1,5 @@
-"""The iteration chain end to end on the tiny model, run as a user runs it: train.py."""
+"""The iteration chain end to end on the tiny model, run as a user runs it: train.py (its main()
+in this process where the test is about what the jobs build)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import artifact_events, job_dirs, run_train
+from conftest import artifact_events, job_dirs, run_train, train_in_process
 
 from spin.tracking import read_metrics
 
@@ -29,7 +30,9 @@ def specs(root: Path, kind: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def sweep_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
-    run_train("-m", "experiment=tiny", f"paths.root={root}", "loss.beta=0.05,0.1", "iter=0,1")
+    train_in_process(
+        "-m", "experiment=tiny", f"paths.root={root}", "loss.beta=0.05,0.1", "iter=0,1"
+    )
     return root
 
 
@@ -45,7 +48,9 @@ def test_sweep_builds_each_shared_artifact_once(sweep_root):
 
 def test_rerunning_the_sweep_builds_nothing(sweep_root):
     before = len(artifact_events(sweep_root))
-    run_train("-m", "experiment=tiny", f"paths.root={sweep_root}", "loss.beta=0.05,0.1", "iter=0,1")
+    train_in_process(
+        "-m", "experiment=tiny", f"paths.root={sweep_root}", "loss.beta=0.05,0.1", "iter=0,1"
+    )
     rerun = artifact_events(sweep_root)[before:]
     assert rerun and not any(e["built"] for e in rerun)
 
@@ -92,7 +97,7 @@ def test_reported_table_and_locations(tmp_path):
 def test_malformed_data_row_names_line_and_field(tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n')
-    proc = run_train(
+    proc = train_in_process(
         "experiment=tiny", f"paths.root={tmp_path}", "data=jsonl", f"data.path={data}", check=False
     )
     assert proc.returncode != 0

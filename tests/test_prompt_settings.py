@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, run_train
+from conftest import compose_config, train_in_process
 from datasets import Dataset, load_from_disk
 from tiny_pairs import make_pairs, tiny_training_args
 
@@ -105,7 +105,7 @@ def test_official_pairing_generates_in_one_format_and_trains_in_the_chat_templat
 def test_the_chain_trains_on_what_the_settings_say(tmp_path, tokenizer):
     """The tiny chain with the preset's formatting: the reference pairs hold the chat prompt
     with its empty system turn, and the generations' key names the system turn."""
-    run_train(
+    train_in_process(
         "experiment=tiny",
         f"paths.root={tmp_path}",
         "eval=none",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import artifact_events, job_dirs, run_train
+from conftest import artifact_events, job_dirs, train_in_process
 
 from spin.reporting import collect_rows, write_report
 from spin.reporting.seeds import pool_seeds, seed_interval
@@ -18,7 +18,7 @@ from spin.reporting.seeds import pool_seeds, seed_interval
 def seed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny chain, iteration 0, for seeds 0 and 1 (one sweep) under one root."""
     root = tmp_path_factory.mktemp("seeds")
-    run_train("-m", "experiment=tiny", "seed=0,1", f"paths.root={root}")
+    train_in_process("-m", "experiment=tiny", "seed=0,1", f"paths.root={root}")
     return root
 
 

@@ -1,5 +1,6 @@
 """Sweep presets (sweeps/*.yaml): each composes, and runs end to end on the tiny model through
-the one-command runner, which also writes the report."""
+the one-command runner, which also writes the report. The default run calls sweep.py's and
+train.py's main() in this process; the slow run starts them as a user does."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, entry_module, run_in_process, train_in_process
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -90,18 +92,17 @@ def test_every_job_of_a_preset_composes_and_validates(name):
                 assert_applied(cfg, key, value)
 
 
-def run_sweep(name: str, root: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_sweep(
+    name: str, root: Path, *overrides: str, in_process: bool = False
+) -> subprocess.CompletedProcess:
+    """``sweep.py <name>`` on the tiny model under ``root``, tagged ``t``: in a subprocess, or
+    with ``in_process`` its main() in this process, the ``train.py -m`` runs it starts too."""
+    args = [name, *TINY, f"paths.root={root}", "--tag", "t", *overrides]
+    if in_process:
+        with mock.patch.object(entry_module("sweep.py"), "run_train", train_here):
+            return run_in_process("sweep.py", *args, check=False)
     return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "sweep.py"),
-            name,
-            *TINY,
-            f"paths.root={root}",
-            "--tag",
-            "t",
-            *overrides,
-        ],
+        [sys.executable, str(ROOT / "sweep.py"), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,8 +111,18 @@ def run_sweep(name: str, root: Path, *overrides: str) -> subprocess.CompletedPro
     )
 
 
-def check_preset_run(name: str, root: Path, *overrides: str) -> None:
-    proc = run_sweep(name, root, *overrides)
+def train_here(arguments: list[str]) -> int:
+    """sweep.py's ``train.py -m <arguments>``, run in this process; what it printed is
+    passed on to sweep.py's output, as the subprocess's would be."""
+    print("Running: train.py -m", *arguments, flush=True)
+    proc = train_in_process("-m", *arguments, check=False)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
+
+
+def check_preset_run(name: str, root: Path, *overrides: str, in_process: bool = False) -> None:
+    proc = run_sweep(name, root, *overrides, in_process=in_process)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     directory = root / "sweeps" / name / "t"
     reports = list(directory.rglob("report.json"))
@@ -128,7 +139,7 @@ def check_preset_run(name: str, root: Path, *overrides: str) -> None:
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_runs_on_the_tiny_model_and_reports(name, tmp_path):
     """Every job of the preset, cut to iteration 0 to keep the default run short."""
-    check_preset_run(name, tmp_path, "iter=0")
+    check_preset_run(name, tmp_path, "iter=0", in_process=True)
 
 
 @pytest.mark.slow

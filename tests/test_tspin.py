@@ -7,7 +7,7 @@ import json
 import math
 
 import torch
-from conftest import run_train
+from conftest import train_in_process
 from datasets import load_from_disk
 
 from spin.losses import call_loss, is_anchored, is_reference_free
@@ -64,7 +64,9 @@ def test_the_historical_term_pushes_the_initial_generation_down():
 
 
 def test_tspin_chain_reuses_iteration_0_generations_without_a_reference(tmp_path):
-    run_train("experiment=tiny", "loss=tspin", "iter=1", "eval=none", f"paths.root={tmp_path}")
+    train_in_process(
+        "experiment=tiny", "loss=tspin", "iter=1", "eval=none", f"paths.root={tmp_path}"
+    )
     assert not (tmp_path / "artifacts" / "reference").exists()
     models = {
         p.parent.name: json.loads(p.read_text())

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import torch
-from conftest import job_dirs, run_train
+from conftest import job_dirs, train_in_process
 
 from spin.losses import call_loss, get_loss, is_reference_free, variant_settings
 
@@ -108,7 +108,7 @@ def artifacts(root: Path, kind: str) -> list[dict]:
 
 
 def test_simpo_chain_trains_without_a_reference_pass(tmp_path):
-    run_train("experiment=tiny", "loss=simpo", "iter=0", f"paths.root={tmp_path}")
+    train_in_process("experiment=tiny", "loss=simpo", "iter=0", f"paths.root={tmp_path}")
     assert not (tmp_path / "artifacts" / "reference").exists()
     (pairs,) = list((tmp_path / "artifacts" / "pairs").glob("*/spec.json"))
     (model,) = [s for s in artifacts(tmp_path, "model") if s.get("loss", {}).get("name") == "simpo"]
@@ -121,14 +121,16 @@ def test_simpo_chain_trains_without_a_reference_pass(tmp_path):
 
 
 def test_space_chain_trains_on_reference_log_probs(tmp_path):
-    run_train("experiment=tiny", "loss=space", "loss.mu=2.0", "iter=0", f"paths.root={tmp_path}")
+    train_in_process(
+        "experiment=tiny", "loss=space", "loss.mu=2.0", "iter=0", f"paths.root={tmp_path}"
+    )
     assert list((tmp_path / "artifacts" / "reference").glob("*/spec.json"))
     (model,) = [s for s in artifacts(tmp_path, "model") if s.get("loss", {}).get("name") == "space"]
     assert model["loss"]["mu"] == 2.0 and "gamma" not in model["loss"]
 
 
 def test_a_reference_free_dpo_baseline_builds_no_reference_pass(tmp_path):
-    run_train(
+    train_in_process(
         "experiment=tiny",
         "baseline=dpo",
         "baseline.loss=simpo",
