@@ -108,8 +108,11 @@ def test_unknown_target_module_names_the_setting(tiny):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["lora=lora", "lora.r=0"], r"lora\.r=0 must be a positive number"),
-        (["lora=lora", "lora.dropout=1.0"], r"lora\.dropout=1\.0 must be in \[0, 1\)"),
+        (["lora=lora", "lora.r=0"], r"lora\.r=0: expected a finite number >= 1"),
+        (
+            ["lora=lora", "lora.dropout=1.0"],
+            r"lora\.dropout=1\.0: expected a finite number >= 0 and < 1",
+        ),
         (["lora=lora", "lora.quantize=8bit"], r"lora\.quantize='8bit' is not allowed"),
         (["lora=lora", "lora.target_modules=[]"], r"lora\.target_modules is empty"),
         (["lora.quantize=4bit"], r"lora\.quantize='4bit' .* set lora\.enabled=true"),

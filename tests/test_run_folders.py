@@ -138,16 +138,21 @@ def test_fewer_records_than_asked_are_said(caplog, tmp_path):
 
 
 def test_ctrl_c_is_one_line_that_says_the_command_resumes(tmp_path):
-    proc = popen_train(*TINY, f"paths.root={tmp_path}", "generation.max_new_tokens=64")
+    # Training for many epochs: long enough to be interrupted in the middle of it.
+    proc = popen_train(*TINY, f"paths.root={tmp_path}", "eval=none", "trainer.epochs=500")
     deadline = time.monotonic() + 300
-    # Interrupt once the job is at work (its metrics mirror exists).
-    while not list(tmp_path.rglob("metrics.jsonl")) and time.monotonic() < deadline:
+    # Interrupt once the job is training (the start model is stored, the pairs' reference
+    # pass done).
+    while not list(tmp_path.glob("artifacts/reference/*/manifest.json")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the job never trained"
         time.sleep(0.2)
+    time.sleep(1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in err
-    lines = err.strip().splitlines()
+    # Besides the progress bars (stderr is theirs too), one line.
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     assert len(lines) == 1 and lines[0].startswith("Interrupted: the SPIN job in "), err
     assert "Run the same command again to resume" in lines[0]
 

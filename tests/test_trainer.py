@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
+from conftest import compose_config
 from datasets import Dataset
 from tiny_pairs import encode, make_pairs, tiny_training_args
 
+from spin.errors import ConfigError
 from spin.logprobs import pad_right, pair_logps, reference_logps, sequence_logps
 from spin.models import build_tiny
 from spin.trainer import METRICS, PairCollator, SPINTrainer, train_pairs
+from spin.validation import validate
 
 PAIRS = [
     ("What is 2+3?", "2+3=5. #### 5", "It is 6"),
@@ -174,7 +178,10 @@ def test_training_arguments_map_the_config_names(tmp_path):
     assert not args.remove_unused_columns
     assert args.save_strategy == "no"
     assert args_for(tmp_path).optim == "adamw_torch"
-    with pytest.raises(ValueError, match=r"trainer\.warmup_ratio"):
-        args_for(tmp_path, warmup_ratio=1.0)
-    with pytest.raises(ValueError, match=r"trainer\.optimizer"):
-        args_for(tmp_path, optimizer="sgd")
+    # Names and ranges are checked once, where the job starts, not again here.
+    for override, key in (
+        ("trainer.warmup_ratio=1.0", "trainer.warmup_ratio"),
+        ("trainer.optimizer=sgd", "trainer.optimizer"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            validate(compose_config("experiment=tiny", override))
