@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
-from conftest import ROOT, compose_config, job_dirs
+from conftest import ROOT, compose_config, job_dirs, train_in_process
 from datasets import load_from_disk
 from tiny_pairs import make_pairs, tiny_training_args
 
@@ -81,7 +81,7 @@ class Runs:
 def runs(request, tmp_path_factory) -> Runs:
     chain = request.param
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
-    launch(1, *chain, *ONE, f"paths.root={one}")
+    train_in_process(*chain, *ONE, f"paths.root={one}")  # one process: this one
     proc = launch(2, *chain, *TWO, f"paths.root={two}")
     iterations = 1 + int(next(a for a in chain if a.startswith("iter="))[len("iter=") :])
     return Runs(iterations, one, two, proc.stderr)
