@@ -42,6 +42,9 @@ def popen_train(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test worker may ignore SIGINT, and a child would inherit that: Ctrl-C as a
+        # user's terminal delivers it needs the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
