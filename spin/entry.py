@@ -108,15 +108,21 @@ def quiet_console() -> None:
     console.capture_warnings()
 
 
-def one_line(err: BaseException) -> str:
-    """A fault as one line: the project's own message when one lies in the chain of causes
-    (a resolver's ConfigError inside Hydra's and OmegaConf's wrappers), else every
-    wrapper's first line, OmegaConf's key and type details left out."""
+def causes(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors it was raised from or during, outermost first."""
     chain: list[BaseException] = []
     seen: BaseException | None = err
     while seen is not None and seen not in chain:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
+    return chain
+
+
+def one_line(err: BaseException) -> str:
+    """A fault as one line: the project's own message when one lies in the chain of causes
+    (a resolver's ConfigError inside Hydra's and OmegaConf's wrappers), else every
+    wrapper's first line, OmegaConf's key and type details left out."""
+    chain = causes(err)
     ours = [e for e in chain if isinstance(e, FAULTS)]
     if ours:
         return " ".join(str(ours[-1]).split())
@@ -174,18 +180,10 @@ def guarded(what: str, resume: str, body: Callable[[], T], composing: bool = Fal
         print(f"\nInterrupted: {what}. {resume}", file=sys.stderr, flush=True)
         sys.exit(INTERRUPT_EXIT)
     except Exception as err:
-        if isinstance(err, FAULTS) or _caused_by_fault(err) or (composing and is_config_error(err)):
+        ours = any(isinstance(e, FAULTS) for e in causes(err))
+        if ours or (composing and is_config_error(err)):
             fail(one_line(err))
         raise
-
-
-def _caused_by_fault(err: BaseException) -> bool:
-    cause = err.__cause__ or err.__context__
-    while cause is not None:
-        if isinstance(cause, FAULTS):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
 
 
 @dataclass(frozen=True)
