@@ -11,6 +11,8 @@ and an interrupted build leaves its partial directory for the next attempt to re
 The lock is an OS-level ``flock``: the kernel releases it when its holder dies, so a killed
 job never leaves a lock that blocks others.
 
+Every build records its wall time and its peak resident memory in ``build.json`` (a resumed
+build: those of the attempt that finished it), the costs a job's report shows per stage.
 The last file a build writes is ``manifest.json``, the size of every file in the artifact.
 Reusing an artifact checks it (and that ``spec.json`` is the spec asked for), so a
 directory damaged after it was built (files deleted, truncated, a copy cut short) is
@@ -34,11 +36,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from spin.errors import ArtifactError, DiskFullError
+from spin.memory import peak_memory
 
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
 MANIFEST_FILE = "manifest.json"
+BUILD_FILE = "build.json"
 # A job waiting for another job's build says so this often, so an idle job explains itself.
 WAIT_LOG_INTERVAL_S = 60.0
 
@@ -111,7 +115,11 @@ class ArtifactStore:
             if config_yaml is not None:
                 (work / "config.yaml").write_text(config_yaml)
             log.info("Building %s%s", what, f" (resuming from {work})" if resumed else "")
-            build(work)
+            start = time.perf_counter()
+            with peak_memory() as meter:
+                build(work)
+            seconds = time.perf_counter() - start
+            write_json(work / BUILD_FILE, {"seconds": seconds, "peak_memory_gb": meter.peak_gb})
             write_manifest(work)
         except Exception as err:
             if isinstance(err, OSError) and err.errno == errno.ENOSPC:
@@ -262,6 +270,13 @@ def write_json(path: Path, payload: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def build_record(artifact: Artifact | None) -> dict[str, Any]:
+    """What building ``artifact`` cost (``seconds``, ``peak_memory_gb``); empty for none, or
+    for an artifact built before builds recorded it."""
+    path = artifact.path / BUILD_FILE if artifact is not None else None
+    return read_json(path) if path is not None and path.is_file() else {}
 
 
 if __name__ == "__main__":

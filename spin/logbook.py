@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from evaluation import flat_items, flat_stderr
-from spin.artifacts import Artifact, read_json
+from spin.artifacts import Artifact, build_record, read_json
 from spin.config import IterationSettings
 from spin.pairs import ReferenceMix, read_pairs
 from spin.stages.loading import ModelRef
-from spin.stages.scoring import scores
+from spin.stages.scoring import BUILD_KEY, scores
 from spin.tracking import Tracker
 
 
@@ -159,8 +159,8 @@ class Logbook:
         trained: Artifact,
         costs: dict[str, Any],
     ) -> None:
-        """Iteration ``t``'s pair statistics, stage times and throughputs, and a table of
-        sample generations."""
+        """Iteration ``t``'s pair statistics, stage times, peak memory and throughputs, and a
+        table of sample generations."""
         gen_stats = read_json(gen.path / "stats.json")
         ref_stats = read_json(refs[0][0].path / "stats.json")
         history = read_json(trained.path / "history.json")
@@ -175,6 +175,10 @@ class Logbook:
                 "time/generation_s": costs["generation_s"],
                 "time/reference_s": costs["reference_s"],
                 "time/train_s": costs["train_s"],
+                "memory/generation_peak_gb": costs["generation_peak_gb"],
+                "memory/reference_peak_gb": costs["reference_peak_gb"],
+                "memory/train_peak_gb": costs["train_peak_gb"],
+                "memory/eval_peak_gb": costs["eval_peak_gb"],
                 "throughput/generation_tokens_per_s": gen_stats["tokens_per_second"],
                 "throughput/reference_tokens_per_s": ref_stats["tokens"] / ref_stats["seconds"]
                 if ref_stats["seconds"]
@@ -192,11 +196,12 @@ class Logbook:
 
 
 def costs(scored: Scored, history: list[dict]) -> dict[str, Any]:
-    """The seconds and tokens of the stages that made a model (None where a stage did not
-    run for it, or, like given pairs, has no cost of its own)."""
+    """The seconds, tokens and peak resident memory of the stages that made a model (None
+    where a stage did not run for it, or, like given pairs, has no cost of its own)."""
     gen_stats = read_json(scored.gen.path / "stats.json") if scored.gen else {}
     # None where no model scored the pairs (a reference-free loss's encoded pairs).
     ref_seconds = [read_json(r.path / "stats.json")["seconds"] for r, _ in scored.refs]
+    ref_peaks = [build_record(r).get("peak_memory_gb") for r, _ in scored.refs]
     final = next((e for e in history if "train_runtime" in e), {})
     trained_stats = scored.trained.path / "stats.json" if scored.trained else None
     evaluation = scored.evaluation
@@ -209,6 +214,10 @@ def costs(scored: Scored, history: list[dict]) -> dict[str, Any]:
         "tokens_trained": read_json(trained_stats)["tokens_trained"]
         if trained_stats and trained_stats.is_file()
         else None,
+        "generation_peak_gb": build_record(scored.gen).get("peak_memory_gb"),
+        "reference_peak_gb": max(ref_peaks) if ref_peaks and None not in ref_peaks else None,
+        "train_peak_gb": build_record(scored.trained).get("peak_memory_gb"),
+        "eval_peak_gb": evaluation.get(BUILD_KEY, {}).get("peak_memory_gb") if evaluation else None,
     }
 
 

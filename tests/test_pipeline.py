@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import artifact_events, job_dirs, run_train, train_in_process
 
+from spin.memory import high_water_bytes, reset_high_water
 from spin.tracking import read_metrics
 
 TRAIN_METRICS = {
@@ -110,3 +111,21 @@ def _by_key(root: Path, kind: str) -> dict[str, dict]:
         p.parent.name: json.loads(p.read_text())
         for p in (root / "artifacts" / kind).glob("*/spec.json")
     }
+
+
+def test_every_stage_records_its_peak_memory(sweep_root):
+    if high_water_bytes() is None or not reset_high_water():
+        pytest.skip("the kernel offers no resettable peak resident memory here")
+    for job in job_dirs(sweep_root):
+        report = json.loads((job / "report.json").read_text())
+        spin_rows = [row for row in report["rows"] if row["kind"] == "spin"]
+        assert spin_rows
+        for row in spin_rows:
+            peaks = {k: v for k, v in row["costs"].items() if k.endswith("_peak_gb")}
+            assert set(peaks) == {
+                f"{s}_peak_gb" for s in ("generation", "reference", "train", "eval")
+            }
+            # A process holding torch and a model is far above 50 MB and far below 24 GB.
+            assert all(0.05 < v < 24 for v in peaks.values()), peaks
+        logged = {k for r in read_metrics(job) if r["type"] == "metrics" for k in r}
+        assert "memory/train_peak_gb" in logged and "memory/eval_peak_gb" in logged

@@ -148,6 +148,10 @@ def test_costs_count_a_shared_model_once(report_dir: Path) -> None:
         "eval_s": "10.0",
         "tokens_generated": "",
         "tokens_trained": "",
+        "generation_peak_gb": "",
+        "reference_peak_gb": "",
+        "train_peak_gb": "",
+        "eval_peak_gb": "",
     }
     total = records["Total"]
     # Sums over the ten rows of the fixtures; the SFT model's 10 s of evaluation appears in
@@ -158,8 +162,11 @@ def test_costs_count_a_shared_model_once(report_dir: Path) -> None:
     assert float(total["eval_s"]) == pytest.approx(10 * 10)
     assert int(total["tokens_generated"]) == 4 * 1000 + 1100 + 1200
     assert int(total["tokens_trained"]) == 4000 + 8 * 2000
+    # Peaks do not add up: the total of a peak column is the largest peak of a stage.
+    assert float(total["train_peak_gb"]) == pytest.approx(2.0)
+    assert float(records["SPIN iteration 1 (beta=0.1)"]["train_peak_gb"]) == pytest.approx(1.75)
     _, md = markdown_cells(report_dir / "costs.md")
-    assert md["Total"] == ["31.5", "16.0", "193.0", "100.0", "6300", "20000"]
+    assert md["Total"] == ["31.5", "16.0", "193.0", "100.0", "6300", "20000", "", "", "2.00", ""]
 
 
 def test_plots_are_written(report_dir: Path) -> None:

@@ -26,6 +26,10 @@ COST_FIELDS = (
     "eval_s",
     "tokens_generated",
     "tokens_trained",
+    "generation_peak_gb",
+    "reference_peak_gb",
+    "train_peak_gb",
+    "eval_peak_gb",
 )
 # Settings that select which rows a job reports rather than how its models are trained, so
 # they never distinguish two models.

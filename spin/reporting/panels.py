@@ -56,6 +56,11 @@ SELF_PLAY = [
 ]
 COST = [
     Panel("stage time (s)", ITERATION, ("time/generation_s", "time/reference_s", "time/train_s")),
+    Panel(
+        "peak resident memory (GB)",
+        ITERATION,
+        tuple(f"memory/{stage}_peak_gb" for stage in ("generation", "reference", "train", "eval")),
+    ),
     Panel("generation (tokens/s)", ITERATION, ("throughput/generation_tokens_per_s",)),
     Panel("reference pass (tokens/s)", ITERATION, ("throughput/reference_tokens_per_s",)),
     Panel("training (pairs/s)", ITERATION, ("throughput/train_pairs_per_s",)),

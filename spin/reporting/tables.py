@@ -39,6 +39,10 @@ COST_HEADERS = {
     "eval_s": "Eval (s)",
     "tokens_generated": "Tokens generated",
     "tokens_trained": "Tokens trained",
+    "generation_peak_gb": "Generation peak (GB)",
+    "reference_peak_gb": "Reference peak (GB)",
+    "train_peak_gb": "Train peak (GB)",
+    "eval_peak_gb": "Eval peak (GB)",
 }
 
 
@@ -220,27 +224,36 @@ def latex_table(rows: Sequence[Row], changes: Changes | None = None) -> str:
 
 
 def _cost_records(rows: Sequence[Row]) -> list[list[Any]]:
-    """Per reproduced model its costs, then the total of what is known per column.
+    """Per reproduced model its costs, then the total of what is known per column (for a
+    peak memory column, the largest: peaks do not add up).
 
     Rows are one per model, so a stage shared by several jobs is counted once.
     """
     measured = [row for row in rows if row.source == "reproduction"]
     records = [[row.name, *(row.costs.get(f) for f in COST_FIELDS)] for row in measured]
     totals = []
-    for i in range(1, len(COST_FIELDS) + 1):
+    for i, name in enumerate(COST_FIELDS, start=1):
         known = [r[i] for r in records if r[i] is not None]
-        totals.append(sum(known) if known else None)
+        total = max if _is_peak(name) else sum
+        totals.append(total(known) if known else None)
     return [*records, ["Total", *totals]]
+
+
+def _is_peak(name: str) -> bool:
+    return name.endswith("_peak_gb")
 
 
 def _cost_cell(name: str, value: float | None) -> str:
     if value is None:
         return ""
-    return f"{int(value)}" if name.startswith("tokens_") else f"{value:.1f}"
+    if name.startswith("tokens_"):
+        return f"{int(value)}"
+    return f"{value:.2f}" if _is_peak(name) else f"{value:.1f}"
 
 
 def cost_table(rows: Sequence[Row]) -> str:
-    """What each model cost, as Markdown: seconds per stage and tokens; blank where unknown."""
+    """What each model cost, as Markdown: seconds, tokens and peak resident memory per stage;
+    blank where unknown."""
     header = ["Model", *COST_HEADERS.values()]
     lines = [
         "| " + " | ".join(header) + " |",

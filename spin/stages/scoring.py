@@ -12,17 +12,21 @@ from omegaconf import DictConfig
 
 from evaluation import eval_spec, flat_scores, plan_tasks, prepare, run_tasks
 from evaluation.heldout import heldout_doc, heldout_plan
-from spin.artifacts import read_json, write_json
+from spin.artifacts import build_record, read_json, write_json
 from spin.models import hub_revision, load_tokenizer
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
 from spin.stages.prompts import formatter
 
+# The key of an evaluation result that holds what its build cost (seconds, peak memory).
+BUILD_KEY = "build"
+
 
 def evaluate(ctx: Context, model: ModelRef) -> dict[str, Any]:
     """Score a model on the eval tasks: once per model and scoring settings, shared by
     every job (the start model is scored once for all jobs that start from it). The
-    results name the model that was scored (``summary.model``, see :func:`identity`)."""
+    results name the model that was scored (``summary.model``, see :func:`identity`) and
+    carry what scoring it cost (:data:`BUILD_KEY`)."""
     cfg = ctx.cfg
     plans = plan_tasks(cfg.eval)
     if not plans:
@@ -41,7 +45,8 @@ def evaluate(ctx: Context, model: ModelRef) -> dict[str, Any]:
             write_json(work / "results.json", results)
             shutil.rmtree(work / "by_shots")
 
-        return read_json(ctx.artifact("eval", spec, build).path / "results.json")
+        artifact = ctx.artifact("eval", spec, build)
+        return read_json(artifact.path / "results.json") | {BUILD_KEY: build_record(artifact)}
 
 
 def heldout_docs(ctx: Context, model: ModelRef) -> list[dict[str, Any]]:

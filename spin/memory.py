@@ -1,0 +1,77 @@
+"""Peak resident memory of a stretch of work, for the costs every stage records.
+
+The kernel keeps a process's high-water mark of resident memory (``VmHWM``) and lets the
+process reset it to the current resident size (writing ``5`` to ``/proc/self/clear_refs``),
+so a stage's own peak is read without a profiler or a sampling thread: reset at the start,
+read at the end. Stages nest (a training stage may build the reference pass it needs), so
+meters form a stack: an inner meter's reset would hide what the outer stage reached before
+it, so the outer one takes that into account when the inner one starts, and its peak when it
+ends.
+
+Where the kernel offers neither file (macOS, Windows) the peak is unknown and reported as
+None rather than as the process's lifetime peak, which would mislabel an earlier stage's
+memory as this one's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+RESET_PEAK = "5"  # clear_refs' code for "reset the peak resident set size"
+GB = 1e9
+
+
+@dataclass
+class Meter:
+    """One measured stretch; ``peak_gb`` is set when it ends (None where unmeasurable)."""
+
+    reached_bytes: int = 0  # the peak before the last reset (an inner meter's start or end)
+    peak_gb: float | None = None
+
+
+_open: list[Meter] = []
+
+
+def high_water_bytes() -> int | None:
+    """The process's peak resident memory since the last reset, in bytes (None: unknown)."""
+    try:
+        found = re.search(r"^VmHWM:\s+(\d+) kB", STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def reset_high_water() -> bool:
+    """Reset the peak to the current resident size; whether the kernel allowed it."""
+    try:
+        CLEAR_REFS.write_text(RESET_PEAK)
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def peak_memory() -> Iterator[Meter]:
+    """Measure the peak resident memory of the ``with`` block (``meter.peak_gb`` after it)."""
+    meter = Meter()
+    before = high_water_bytes()
+    measurable = before is not None and reset_high_water()
+    if measurable and _open:
+        _open[-1].reached_bytes = max(_open[-1].reached_bytes, before)
+    _open.append(meter)
+    try:
+        yield meter
+    finally:
+        _open.pop()
+        peak = high_water_bytes() if measurable else None
+        if peak is not None:
+            peak = max(peak, meter.reached_bytes)
+            meter.peak_gb = peak / GB
+            if _open:
+                _open[-1].reached_bytes = max(_open[-1].reached_bytes, peak)
