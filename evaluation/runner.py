@@ -32,8 +32,7 @@ from lm_eval.tasks import TaskManager
 
 from evaluation.availability import check_reachable
 from evaluation.fewshot import plan_source
-from evaluation.heldout import CONTEXT_IDS, CONTINUATION_IDS, is_heldout_request
-from evaluation.lm_eval_adapter import eos_not_a_stop
+from evaluation.model import LoadedModel
 from evaluation.plan import TaskPlan, by_fewshot, system_turn
 from evaluation.summary import document_values, summarize
 from evaluation.tasks_index import lm_eval_task, task_manager
@@ -54,70 +53,6 @@ class PreparedTasks:
     specs: dict[str, str | Task | Group]
     # Where user sets were converted to: the directory the evaluation writes into.
     work: Path
-
-
-class LoadedModel(HFLM):
-    """HFLM around a model object, rendering the configured system turn.
-
-    Its model info asks the hub for a commit hash of ``pretrained``, which for a model
-    object is no hub id: a network call that cannot succeed. lm-eval drops an empty system
-    instruction (a falsy string), whereas a model trained with an empty system turn (as
-    zephyr-7b-sft-full was) should be scored with one: the turn is added here to every chat
-    history that lacks one.
-
-    A held-out NLL document (:mod:`evaluation.heldout`) carries the token ids the chain
-    trains on, and those are scored as they are: lm-eval's own encoding would tokenise the
-    prompt text again and move its trailing whitespace (a chat template's newline after the
-    assistant header) into the response, scoring a token training never scores.
-
-    With ``eos_stop=False`` a generative task stops at its own stop sequences alone, as
-    lm-eval 0.4.0 did: lm-eval now adds the EOS token's text to them.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        system_prompt: str | None = None,
-        eos_stop: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.system_prompt = system_prompt
-        self.eos_stop = eos_stop
-
-    def get_model_info(self) -> dict[str, Any]:
-        return {
-            "model_num_parameters": self.model.num_parameters(),
-            "model_dtype": str(self.model.dtype),
-        }
-
-    def apply_chat_template(
-        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
-    ) -> str:
-        if self.system_prompt is not None and chat_history[0]["role"] != "system":
-            chat_history = [{"role": "system", "content": self.system_prompt}, *chat_history]
-        return super().apply_chat_template(chat_history, add_generation_prompt)
-
-    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        if self.eos_stop:
-            return super().generate_until(requests, disable_tqdm)
-        with eos_not_a_stop():
-            return super().generate_until(requests, disable_tqdm)
-
-    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        heldout = [i for i, req in enumerate(requests) if is_heldout_request(req.doc)]
-        if not heldout:
-            return super().loglikelihood(requests, disable_tqdm)
-        others = sorted(set(range(len(requests))) - set(heldout))
-        encoded = [
-            (req.args, req.doc[CONTEXT_IDS], req.doc[CONTINUATION_IDS])
-            for req in (requests[i] for i in heldout)
-        ]
-        results = dict(zip(heldout, self._loglikelihood_tokens(encoded, disable_tqdm), strict=True))
-        if others:
-            rest = super().loglikelihood([requests[i] for i in others], disable_tqdm)
-            results |= dict(zip(others, rest, strict=True))
-        return [results[i] for i in range(len(requests))]
 
 
 def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:

@@ -16,6 +16,7 @@ from spin.chain import run
 from spin.errors import ConfigError
 from spin.generation import require_backend
 from spin.lora import require_quantization
+from spin.memory import peak_memory
 from spin.stages.context import Context
 from spin.tracking import SilentTracker, Tracker
 from spin.validation import unused_settings, validate
@@ -137,9 +138,11 @@ def run_job(
     job_type = f"iter{cfg.iter}" if cfg.baseline.name == "none" else cfg.baseline.name
     tracker = start_job(cfg, job_dir, job_name, job_type, True, swept, choices)
     try:
-        ctx = Context(cfg, tracker)
-        report = run(ctx)
+        with peak_memory() as meter:
+            ctx = Context(cfg, tracker)
+            report = run(ctx)
         report |= {
+            "peak_memory_gb": meter.peak_gb,
             "name": cfg.name,
             "job_dir": str(job_dir),
             "wandb": tracker.wandb_location,

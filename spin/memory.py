@@ -8,6 +8,10 @@ meters form a stack: an inner meter's reset would hide what the outer stage reac
 it, so the outer one takes that into account when the inner one starts, and its peak when it
 ends.
 
+A reset also resets what ``getrusage`` (and so ``/usr/bin/time``) reports as the process's
+maximum resident size: a job's own peak is the meter around the whole job (report.json's
+``peak_memory_gb``), which takes its stages' peaks into account.
+
 Where the kernel offers neither file (macOS, Windows) the peak is unknown and reported as
 None rather than as the process's lifetime peak, which would mislabel an earlier stage's
 memory as this one's.

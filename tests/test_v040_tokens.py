@@ -6,8 +6,9 @@ model: context and continuation ids of each loglikelihood request, prompt ids, s
 sequences and budget of each generation (written by make_token_ids.py beside it, with
 46c7966 on the path). Here the same fixtures go through the project's scoring with the same
 tiny model and a tokenizer that adds BOS by default, as Mistral's does; the ids are caught
-where HFLM hands them over, so the model never runs. tests/test_fewshot.py compares the
-request strings; a tokenizer's BOS token is invisible there. The same run checks that MMLU
+where a loglikelihood batch and a greedy generation receive them, so the model never runs.
+tests/test_fewshot.py compares the request strings; a tokenizer's BOS token is invisible
+there. The same run checks that MMLU
 is averaged as 46c7966 averaged it, over its documents.
 """
 
@@ -23,6 +24,7 @@ import datasets
 import pytest
 from conftest import ROOT, compose_config, on_fixtures
 
+import evaluation.model
 from evaluation import TaskPlan, eval_spec, plan_tasks, prepare, run_tasks
 from evaluation.errors import EvalConfigError
 from evaluation.runner import LoadedModel
@@ -60,16 +62,10 @@ def sent_ids(
             pairs[tuple(strings)] = (list(context_ids), list(continuation_ids))
         return [(0.0, False)] * len(new_requests)
 
-    def model_generate(self, context, max_length, stop, **kwargs):
-        for row, kept in zip(context.tolist(), kwargs["attention_mask"].tolist(), strict=True):
-            prompts.append(
-                {
-                    "context": [token for token, on in zip(row, kept, strict=True) if on],
-                    "until": list(stop),
-                    "max_gen_toks": max_length - context.shape[1],
-                }
-            )
-        return context
+    def greedy_until(model, prompt_ids, max_new_tokens, stops, *args):
+        for ids in prompt_ids:
+            prompts.append({"context": ids, "until": list(stops), "max_gen_toks": max_new_tokens})
+        return [[] for _ in prompt_ids]
 
     def seen(method):
         def record(self, batch, disable_tqdm=False):
@@ -80,7 +76,7 @@ def sent_ids(
         return record
 
     patch.setattr(LoadedModel, "_loglikelihood_tokens", loglikelihood_tokens)
-    patch.setattr(LoadedModel, "_model_generate", model_generate)
+    patch.setattr(evaluation.model, "greedy_until", greedy_until)
     patch.setattr(LoadedModel, "loglikelihood", seen(LoadedModel.loglikelihood))
     patch.setattr(LoadedModel, "generate_until", seen(LoadedModel.generate_until))
     # datasets keys a local folder's cache by its layout: a private cache is never stale.
