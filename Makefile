@@ -35,12 +35,12 @@ check-readme: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Benchmarks (not tests): SPIN against TRL's DPOTrainer, HF generation baselines, and one whole
-# iteration stage by stage; see docs/performance.md. `make bench ARGS=--quick` or
-# `make bench-quick` runs the few-minute versions.
+# Benchmarks (not tests): SPIN against TRL's DPOTrainer, HF generation baselines, one whole
+# iteration stage by stage, and scoring against lm-eval's HF model; see docs/performance.md.
+# `make bench ARGS=--quick` or `make bench-quick` runs the few-minute versions.
 bench: setup
 	$(PY) -c "import trl" 2>/dev/null || $(PY) -m pip install --quiet -e ".[bench]"
-	for b in training generation iteration; do $(PY) benchmarks/bench_$$b.py $(ARGS) || exit 1; done
+	for b in training generation iteration scoring; do $(PY) benchmarks/bench_$$b.py $(ARGS) || exit 1; done
 
 bench-quick:
 	$(MAKE) bench ARGS=--quick

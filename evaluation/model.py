@@ -80,6 +80,11 @@ class LoadedModel(HFLM):
         settings = [normalize_gen_kwargs(r.args[1], self.max_gen_toks) for r in requests]
         if all(is_plain_greedy(s) for s in settings) and not greedy_altered(self.model):
             return self._greedy_until(requests, disable_tqdm)
+        return self.generate_with_hf(requests, disable_tqdm)
+
+    def generate_with_hf(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """HFLM's own ``generate_until`` (transformers' ``generate``), with the EOS stop as
+        configured."""
         if self.eos_stop:
             return super().generate_until(requests, disable_tqdm)
         with eos_not_a_stop():

@@ -36,6 +36,14 @@ def test_iteration_benchmark_reports_every_stage(tmp_path):
     assert (tmp_path / "artifacts").is_dir()
 
 
+def test_scoring_benchmark_scores_both_ways_alike(tmp_path):
+    out = run_benchmark("scoring", "--quick", "experiment=tiny", f"paths.root={tmp_path}")
+    assert re.search(r"^project  run 1: .* s, peak \d+\.\d+ GB", out, re.MULTILINE), out
+    assert re.search(r"^hflm     run 1: ", out, re.MULTILINE), out
+    assert "scores agree to 1e-06: yes" in out, out
+    assert re.search(r"^RATIO scoring time project/hflm \d+\.\d+ ", out, re.MULTILINE), out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["training", "generation"])
 def test_quick_benchmark_ends_with_its_ratio(name):
