@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -31,6 +32,9 @@ PAIR_KEYS = (
 # real sequence, the rest of the generated one, padding.
 SHARED, REAL, GENERATED, PAD = 0, 1, 2, 3
 
+# Scored positions projected onto the vocabulary at once by pair_logps: a chunk's float32
+# logits are 50 MB for a 49k vocabulary.
+HEAD_CHUNK = 256
 # Mixed-precision names of trainer.precision and the dtypes their autocast runs in.
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # A reference pass given a chunk directory stores its results in about this many chunks of
@@ -192,31 +196,72 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, Tensor]) -> Tensor:
     """Response log-probabilities of packed pairs (:func:`pack_pairs`): the B real sides,
     then the B generated sides, each equal to :func:`sequence_logps` of the sequence alone.
 
-    Only the positions that predict a response token are projected onto the vocabulary, each
-    once, however many rows or sides it serves (the last prompt token predicts the first
-    token of both responses).
+    Only the positions that predict a response token are projected onto the vocabulary, a
+    few hundred at a time and recomputed in the backward pass (:func:`head_logps`), so the
+    float32 logits of a whole batch (8 pairs of SmolLM2's 49k vocabulary: 0.3 GB, and as
+    much again for each of their softmax's intermediates) never exist at once. A model whose
+    head is more than one linear layer (a logit soft cap or scale) is projected whole at the
+    kept positions instead.
     """
-    input_ids, segments = batch["input_ids"], batch["segments"]
+    input_ids = batch["input_ids"]
     n_pairs, length = input_ids.shape
-    keep = torch.zeros(n_pairs * length, dtype=torch.bool, device=input_ids.device)
-    keep[batch["score_index"]] = True
-    # Row-major rank of each kept position among the kept ones: its row in the logits.
-    rank = keep.long().cumsum(0) - 1
     # Under DDP (and DeepSpeed) ``model`` is a wrapper without the model's config; the
     # call below still goes through the wrapper, which synchronises the gradients.
-    attention = extract_model_from_parallel(model).config._attn_implementation
-    mask = pair_attention_mask(segments, attention, next(model.parameters()).dtype)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=batch["position_ids"],
-        logits_to_keep=keep.view(n_pairs, length),
-        use_cache=False,
-    ).logits.float()
-    rows = rank[batch["score_index"]]
-    token_logps = logits[rows, batch["score_target"]] - logits.logsumexp(-1)[rows]
+    inner = extract_model_from_parallel(model)
+    mask = pair_attention_mask(
+        batch["segments"], inner.config._attn_implementation, next(model.parameters()).dtype
+    )
+    inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": batch["position_ids"]}
+    if plain_head(inner):
+        # One position's logits (the least the call computes); the last hidden state is
+        # what the head projects.
+        out = model(**inputs, logits_to_keep=1, output_hidden_states=True, use_cache=False)
+        hidden = out.hidden_states[-1].reshape(n_pairs * length, -1)[batch["score_index"]]
+        token_logps = head_logps(inner.get_output_embeddings(), hidden, batch["score_target"])
+    else:
+        keep = torch.zeros(n_pairs * length, dtype=torch.bool, device=input_ids.device)
+        keep[batch["score_index"]] = True
+        # Row-major rank of each kept position among the kept ones: its row in the logits.
+        rank = keep.long().cumsum(0) - 1
+        logits = model(
+            **inputs, logits_to_keep=keep.view(n_pairs, length), use_cache=False
+        ).logits.float()
+        rows = rank[batch["score_index"]]
+        token_logps = logits[rows, batch["score_target"]] - logits.logsumexp(-1)[rows]
     sums = torch.zeros(2 * n_pairs, dtype=token_logps.dtype, device=token_logps.device)
     return sums.index_add(0, batch["score_owner"], token_logps)
+
+
+def plain_head(model: PreTrainedModel) -> bool:
+    """Whether the model's logits are its output embeddings applied to its last hidden
+    state and nothing more (no soft cap, no scale), as :func:`head_logps` assumes."""
+    config = model.config
+    return (
+        model.get_output_embeddings() is not None
+        and getattr(config, "final_logit_softcapping", None) is None
+        and getattr(config, "logit_scale", None) in (None, 1, 1.0)
+    )
+
+
+def head_logps(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+    """``log softmax(head(hidden))[targets]`` row by row, :data:`HEAD_CHUNK` rows at a time,
+    each chunk's logits recomputed in the backward pass rather than kept."""
+    parts = [
+        checkpoint(
+            _chunk_logps,
+            head,
+            hidden[start : start + HEAD_CHUNK],
+            targets[start : start + HEAD_CHUNK],
+            use_reentrant=False,
+        )
+        for start in range(0, len(hidden), HEAD_CHUNK)
+    ]
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _chunk_logps(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+    logits = head(hidden).float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
 
 
 def reference_logps(

@@ -19,6 +19,9 @@ memory as this one's.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +41,11 @@ class Meter:
     reached_bytes: int = 0  # the peak before the last reset (an inner meter's start or end)
     peak_gb: float | None = None
 
+
+# Allocations from this size up get pages of their own, returned to the system when freed
+# (glibc's M_MMAP_THRESHOLD; mallopt's code for it).
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+M_MMAP_THRESHOLD = -3
 
 _open: list[Meter] = []
 
@@ -79,3 +87,22 @@ def peak_memory() -> Iterator[Meter]:
             meter.peak_gb = peak / GB
             if _open:
                 _open[-1].reached_bytes = max(_open[-1].reached_bytes, peak)
+
+
+def return_freed_memory() -> bool:
+    """Have glibc hand every freed block of 4 MiB or more back to the system; whether it did.
+
+    glibc serves a freed large block (a tensor) from its own pages and, once one is freed,
+    raises the size it serves that way up to 32 MiB, so the activations a training step frees
+    stay resident as a heap the next allocations only partly reuse: the default run's
+    training peaked at 4.2 GB in a two-step test and 3.4 GB with a fixed 4 MiB threshold, for
+    a few percent more time. Skipped where the C library is not glibc, and where the user set
+    ``MALLOC_MMAP_THRESHOLD_`` (theirs is kept).
+    """
+    if platform.libc_ver()[0] != "glibc" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))

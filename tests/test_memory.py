@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 
-from spin.memory import high_water_bytes, peak_memory, reset_high_water
+from spin.memory import high_water_bytes, peak_memory, reset_high_water, return_freed_memory
 
 pytestmark = pytest.mark.skipif(
     high_water_bytes() is None or not reset_high_water(),
@@ -40,3 +42,10 @@ def test_an_outer_stage_keeps_the_peak_of_a_stage_inside_it() -> None:
             del small
     assert outer.peak_gb is not None and inner.peak_gb is not None
     assert outer.peak_gb - inner.peak_gb > 0.25
+
+
+def test_a_users_own_malloc_threshold_is_kept(monkeypatch) -> None:
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not return_freed_memory()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert return_freed_memory() == (platform.libc_ver()[0] == "glibc")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tiny_pairs import make_pairs, tiny_training_args
 
+from spin import logprobs
 from spin.logprobs import pack_pairs, pair_logps, reference_logps
 from spin.models import build_tiny
 from spin.trainer import train_pairs
@@ -52,6 +53,23 @@ def test_packed_pairs_equal_full_logits_log_softmax_sums(tiny):
         expected = straightforward(model, pairs)
         packed = pair_logps(model, pack_pairs(pairs, tokenizer.pad_token_id))
     torch.testing.assert_close(packed, expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["chunked", "whole"])
+def test_packed_pairs_give_the_full_computations_gradients(tiny, monkeypatch, head):
+    """The vocabulary projection in chunks recomputed in the backward pass (3 rows a chunk
+    here), or whole for a head with a soft cap, trains on the textbook gradients."""
+    model, tokenizer = tiny
+    pairs = make_pairs(tokenizer, PAIRS)
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK", 3)
+    if head == "whole":
+        monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
+    assert logprobs.plain_head(model) == (head == "chunked")
+    expected = torch.autograd.grad(straightforward(model, pairs).sum(), model.parameters())
+    packed = pair_logps(model, pack_pairs(pairs, tokenizer.pad_token_id))
+    got = torch.autograd.grad(packed.sum(), model.parameters())
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
 
 
 def test_eager_attention_takes_the_same_packed_mask(tiny):
