@@ -25,7 +25,6 @@ from typing import Any, NoReturn, TypeVar
 from spin.config import check_name, folder_name, register_schema
 from spin.errors import ConfigError
 from spin.faults import FAULTS
-from spin.memory import return_freed_memory
 from spin.tracking import METRICS_FILE, read_metrics
 
 log = logging.getLogger("spin")
@@ -267,7 +266,6 @@ def hydra_script(
 
         def main() -> None:
             register()
-            return_freed_memory()
             os.environ["HYDRA_FULL_ERROR"] = "1"
             guarded(what, resume, hydra_main(run), composing=True)
 

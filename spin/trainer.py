@@ -40,6 +40,7 @@ from spin.logprobs import (
     sequence_logps,
 )
 from spin.losses import LossOutput, call_loss, get_loss
+from spin.memory import freed_memory_returned
 from spin.names import OPTIMIZERS
 from spin.tracking import PAIR_METRICS as METRICS
 
@@ -414,7 +415,8 @@ def run_training(
     """
     if resume_from is not None:
         log.info("Resuming from checkpoint %s", resume_from)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with freed_memory_returned():
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if save_to is not None:
         trainer.save_model(str(save_to))
     if trainer.is_deepspeed_enabled:

@@ -7,7 +7,7 @@ import platform
 import numpy as np
 import pytest
 
-from spin.memory import high_water_bytes, peak_memory, reset_high_water, return_freed_memory
+from spin.memory import freed_memory_returned, high_water_bytes, peak_memory, reset_high_water
 
 pytestmark = pytest.mark.skipif(
     high_water_bytes() is None or not reset_high_water(),
@@ -46,6 +46,8 @@ def test_an_outer_stage_keeps_the_peak_of_a_stage_inside_it() -> None:
 
 def test_a_users_own_malloc_threshold_is_kept(monkeypatch) -> None:
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert not return_freed_memory()
+    with freed_memory_returned() as changed:
+        assert not changed
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
-    assert return_freed_memory() == (platform.libc_ver()[0] == "glibc")
+    with freed_memory_returned() as changed:
+        assert changed == (platform.libc_ver()[0] == "glibc")
