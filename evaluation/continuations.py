@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from evaluation.decoding import left_padded
+
 
 @dataclass(frozen=True)
 class Window:
@@ -85,13 +87,8 @@ def _forward(
     autocast_dtype: torch.dtype | None,
     softmax_dtype: torch.dtype | None,
 ) -> Iterator[Tensor]:
-    length = max(len(w.input_ids) for w in windows)
     keep = max(w.n_scored for w in windows)
-    input_ids = torch.full((len(windows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
-    for row, w in enumerate(windows):
-        input_ids[row, length - len(w.input_ids) :] = torch.tensor(w.input_ids)
-        attention_mask[row, length - len(w.input_ids) :] = 1
+    input_ids, attention_mask = left_padded([w.input_ids for w in windows], pad_token_id)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     device = next(model.parameters()).device
     autocast = (
