@@ -200,8 +200,8 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, Tensor]) -> Tensor:
     few hundred at a time and recomputed in the backward pass (:func:`head_logps`), so the
     float32 logits of a whole batch (8 pairs of SmolLM2's 49k vocabulary: 0.3 GB, and as
     much again for each of their softmax's intermediates) never exist at once. A model whose
-    head is more than one linear layer (a logit soft cap or scale) is projected whole at the
-    kept positions instead.
+    head is more than one linear layer (a logit soft cap or scale), or whose weights FSDP or
+    ZeRO-3 shard, is projected whole at the kept positions instead.
     """
     input_ids = batch["input_ids"]
     n_pairs, length = input_ids.shape
@@ -212,7 +212,7 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, Tensor]) -> Tensor:
         batch["segments"], inner.config._attn_implementation, next(model.parameters()).dtype
     )
     inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": batch["position_ids"]}
-    if plain_head(inner):
+    if plain_head(inner) and weights_whole(model, inner):
         # One position's logits (the least the call computes); the last hidden state is
         # what the head projects.
         out = model(**inputs, logits_to_keep=1, output_hidden_states=True, use_cache=False)
@@ -241,6 +241,12 @@ def plain_head(model: PreTrainedModel) -> bool:
         and getattr(config, "final_logit_softcapping", None) is None
         and getattr(config, "logit_scale", None) in (None, 1, 1.0)
     )
+
+
+def weights_whole(model: torch.nn.Module, inner: PreTrainedModel) -> bool:
+    """Whether the head's weights can be used outside the model's own forward: true for a
+    model on its own or under DDP; FSDP and ZeRO-3 gather a sharded weight only within it."""
+    return model is inner or isinstance(model, torch.nn.parallel.DistributedDataParallel)
 
 
 def head_logps(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
