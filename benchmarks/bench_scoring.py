@@ -69,12 +69,15 @@ def config(root: Path, extra: list[str]):
 def score_once(contender: str, plans, model, tokenizer, cfg) -> dict:
     """One full scoring run: seconds, peak memory, scores."""
     evaluation.runner.LoadedModel = CONTENDERS[contender]
-    with tempfile.TemporaryDirectory() as work:
-        prepared = prepare(plans, Path(work))
-        started = time.perf_counter()
-        with peak_memory() as meter:
-            results = run_tasks(prepared, model, tokenizer, cfg.eval)
-        seconds = time.perf_counter() - started
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            prepared = prepare(plans, Path(work))
+            started = time.perf_counter()
+            with peak_memory() as meter:
+                results = run_tasks(prepared, model, tokenizer, cfg.eval)
+            seconds = time.perf_counter() - started
+    finally:
+        evaluation.runner.LoadedModel = LoadedModel
     return {"seconds": seconds, "peak_gb": meter.peak_gb, "scores": flat_scores(results["summary"])}
 
 
@@ -93,8 +96,13 @@ def main() -> None:
     )
     start, _ = start_model(ctx)
     model, tokenizer = ctx.models.load(start)
-    docs_dir = Path(tempfile.mkdtemp())
-    plans = [*plan_tasks(cfg.eval), heldout_plan(cfg.data.name, heldout_docs(ctx, start), docs_dir)]
+    with tempfile.TemporaryDirectory() as docs_dir:
+        heldout = heldout_plan(cfg.data.name, heldout_docs(ctx, start), Path(docs_dir))
+        compare([*plan_tasks(cfg.eval), heldout], model, tokenizer, cfg, repeats)
+
+
+def compare(plans, model, tokenizer, cfg, repeats: int) -> None:
+    """Score with each contender ``repeats`` times, alternating, and print the comparison."""
     load = common.wait_for_quiet()
     print(f"machine: {common.machine()}")
     print(f"tasks: {[p.name for p in plans]}; limit {cfg.eval.limit}; load {load:.2f}")
@@ -110,7 +118,6 @@ def main() -> None:
                 f"{run['peak_gb']:.2f} GB (load {before:.2f})",
                 flush=True,
             )
-    evaluation.runner.LoadedModel = LoadedModel
     reference = runs["hflm"][0]["scores"]
     worst = max(
         abs(run["scores"][key] - value)

@@ -13,7 +13,6 @@ the attention mask, so a left-padded row is scored at the positions it has unpad
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -88,19 +87,16 @@ def _forward(
     softmax_dtype: torch.dtype | None,
 ) -> Iterator[Tensor]:
     keep = max(w.n_scored for w in windows)
-    input_ids, attention_mask = left_padded([w.input_ids for w in windows], pad_token_id)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     device = next(model.parameters()).device
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else nullcontext()
+    input_ids, attention_mask, position_ids = (
+        t.to(device) for t in left_padded([w.input_ids for w in windows], pad_token_id)
     )
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with torch.inference_mode(), autocast:
         logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
             logits_to_keep=keep,
             use_cache=False,
         ).logits

@@ -57,15 +57,18 @@ def generation_eos_ids(model: Any) -> set[int]:
     return {eos} if isinstance(eos, int) else set(eos)
 
 
-def left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask of ``rows``, padded on the left to one length."""
+def left_padded(
+    rows: list[list[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, attention mask and position ids of ``rows``, padded on the left to one
+    length; each row's positions count from 0 at its first token, as it has them alone."""
     length = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
     for i, row in enumerate(rows):
         input_ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
         attention_mask[i, length - len(row) :] = 1
-    return input_ids, attention_mask
+    return input_ids, attention_mask, (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def greedy_until(
@@ -81,9 +84,9 @@ def greedy_until(
     end-of-sequence token, up to the first whose ``decode``d text holds one of ``stops``,
     or ``max_new_tokens`` of them."""
     device = next(model.parameters()).device
-    input_ids, attention_mask = left_padded(prompts, pad_token_id)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, attention_mask, position_ids = (
+        t.to(device) for t in left_padded(prompts, pad_token_id)
+    )
     cache = DynamicCache()
     out: list[list[int]] = [[] for _ in prompts]
     rows = torch.arange(len(prompts), device=device)  # which prompt each batch row is
