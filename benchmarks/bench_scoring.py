@@ -58,6 +58,14 @@ class HFLMScoring(LoadedModel):
 CONTENDERS = {"project": LoadedModel, "hflm": HFLMScoring}
 
 
+def positive(text: str) -> int:
+    """A whole number of at least 1, for argparse (its message names the option)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
 def config(root: Path, extra: list[str]):
     register_schema()
     with initialize_config_dir(config_dir=str(common.ROOT / "conf"), version_base="1.3"):
@@ -84,10 +92,12 @@ def score_once(contender: str, plans, model, tokenizer, cfg) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 documents per task, 1 repeat")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per contender (2)")
+    parser.add_argument(
+        "--repeats", type=positive, default=None, help="runs per contender (2; 1 with --quick)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, as train.py takes them")
     args = parser.parse_args()
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
     root = common.ROOT / "outputs" / "bench" / "scoring"
     cfg = config(root, [*(QUICK if args.quick else []), *args.overrides])
     ctx = Context(
