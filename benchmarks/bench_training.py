@@ -14,7 +14,11 @@ learning rate, batch size, pairs and number of steps. Before training, each cont
 the same parity batch with its own loss code; the parent checks the losses agree within 1e-4
 and the mean response log-probabilities (which would differ if the tokenisation did).
 
-    python benchmarks/bench_training.py [--quick]
+The contenders alternate over the repeats (forward, then reversed, ...: no contender always
+meets the quietest machine), each run waits for a quiet machine first, and the load at each
+run's start is printed beside it; each contender is quoted by its median and spread.
+
+    python benchmarks/bench_training.py [--quick] [--repeats N]
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import common
 
 CONTENDERS = ("spin", "trl", "trl-precompute")
-MODES = {"quick": {"pairs": 8, "batch": 4}, "full": {"pairs": 32, "batch": 8}}
+MODES = {
+    "quick": {"pairs": 8, "batch": 4, "repeats": 2},
+    "full": {"pairs": 32, "batch": 8, "repeats": 2},
+}
 PARITY_PAIRS = 2
 MAX_LENGTH = 512
 BETA = 0.1
@@ -42,7 +49,11 @@ LR = 5e-6
 SEED = 42
 
 
-def spin_run(pairs: list[dict], batch: int, pad_token_id: int, model, tokenizer) -> dict:
+def spin_run(
+    pairs: list[dict], batch: int, pad_token_id: int, model, tokenizer, precision: str = "fp32"
+) -> dict:
+    """The reference pass and SPIN training of ``model`` on ``pairs``, timed; ``precision``
+    is the trainer's (``bf16`` autocasts over float32 master weights, as TRL's ``bf16``)."""
     from spin.logprobs import reference_logps
     from spin.trainer import PairCollator, SPINTrainer, train_pairs, training_arguments
 
@@ -58,13 +69,15 @@ def spin_run(pairs: list[dict], batch: int, pad_token_id: int, model, tokenizer)
             warmup_ratio=0.0,
             weight_decay=0.0,
             max_grad_norm=1.0,
-            precision="fp32",
+            precision=precision,
             gradient_checkpointing=False,
             seed=SEED,
             logging_steps=1,
         )
         started = time.perf_counter()
-        real, generated = reference_logps(model, pairs, 2 * batch, pad_token_id, desc="reference")
+        real, generated = reference_logps(
+            model, pairs, 2 * batch, pad_token_id, desc="reference", precision=precision
+        )
         reference_s = time.perf_counter() - started
         pairs = [
             {**p, "ref_real_logps": r, "ref_generated_logps": g}
@@ -102,7 +115,11 @@ def spin_run(pairs: list[dict], batch: int, pad_token_id: int, model, tokenizer)
     }
 
 
-def trl_run(triples: list[dict], batch: int, precompute: bool, model, tokenizer) -> dict:
+def trl_run(
+    triples: list[dict], batch: int, precompute: bool, model, tokenizer, precision: str = "fp32"
+) -> dict:
+    """TRL's DPOTrainer on the same pairs as chat rows, timed from building the trainer
+    (tokenisation, and the precompute pass with ``precompute``) to the end of training."""
     from trl import DPOConfig, DPOTrainer
 
     rows = [
@@ -125,7 +142,7 @@ def trl_run(triples: list[dict], batch: int, precompute: bool, model, tokenizer)
             warmup_steps=0,
             weight_decay=0.0,
             max_grad_norm=1.0,
-            bf16=False,
+            bf16=precision == "bf16",
             fp16=False,
             gradient_checkpointing=False,
             seed=SEED,
@@ -199,67 +216,89 @@ def child(contender: str, n_pairs: int, batch: int) -> None:
     common.emit(result)
 
 
-def parent(mode: str) -> None:
-    settings = MODES[mode]
-    common.model_dir()  # convert once, outside every contender's figures
+def measure(contender: str, settings: dict) -> dict:
+    """One run of ``contender`` in a fresh process, started once the machine is quiet; its
+    figures and the load average it started at."""
     load = common.wait_for_quiet()
-    print(f"machine: {common.machine()}")
-    print(f"mode: {mode} ({settings['pairs']} pairs, batch {settings['batch']}); load {load:.2f}")
-    results = {}
-    for contender in CONTENDERS:
-        args = ["--contender", contender, "--pairs", str(settings["pairs"])]
-        args += ["--batch", str(settings["batch"])]
-        before = common.load_average()
-        results[contender] = common.run_child(Path(__file__), args)
-        r = results[contender]
-        print(
-            f"{contender:15s} (load {before:.2f}) {r['pairs_per_s']:.4f} pairs/s  "
-            f"{r['seconds']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB  steps {r['steps']}  "
-            f"first-step loss {r['first_step_loss']:.6f}  parity {r['parity']}",
-            flush=True,
-        )
-        stages = {k: round(r[k], 1) for k in ("reference_s", "build_s", "train_s") if k in r}
-        print(f"{'':15s} stages (s): {stages}", flush=True)
-    print(f"load after: {common.load_average():.2f}")
-    spin = results["spin"]
-    for peer in ("trl", "trl-precompute"):
-        p = results[peer]
-        loss_gap = abs(spin["parity"]["loss"] - p["parity"]["loss"])
+    args = ["--contender", contender, "--pairs", str(settings["pairs"])]
+    result = common.run_child(Path(__file__), [*args, "--batch", str(settings["batch"])])
+    return result | {"load": load}
+
+
+def check_parity(runs: dict[str, list[dict]]) -> None:
+    """Every run of every contender scored the parity batch as SPIN's first run did."""
+    spin = runs["spin"][0]["parity"]
+    for name, rs in runs.items():
+        loss_gap = max(abs(spin["loss"] - r["parity"]["loss"]) for r in rs)
         logp_gap = max(
-            abs(spin["parity"][k] - p["parity"][k]) for k in ("logps_real", "logps_generated")
+            abs(spin[k] - r["parity"][k]) for r in rs for k in ("logps_real", "logps_generated")
         )
         print(
-            f"parity vs {peer}: |loss diff| {loss_gap:.2e} (<= 1e-4: {loss_gap <= 1e-4}), "
+            f"parity vs {name}: |loss diff| {loss_gap:.2e} (<= 1e-4: {loss_gap <= 1e-4}), "
             f"max |mean logp diff| {logp_gap:.2e}"
         )
         if loss_gap > 1e-4 or logp_gap > 1e-2:
-            raise SystemExit(f"SPIN and {peer} disagree on the parity batch: {spin} vs {p}")
-    ratios = {
-        peer: results["spin"]["pairs_per_s"] / results[peer]["pairs_per_s"]
-        for peer in ("trl", "trl-precompute")
-    }
-    memory = {
-        peer: results["spin"]["peak_rss_mb"] / results[peer]["peak_rss_mb"]
-        for peer in ("trl", "trl-precompute")
-    }
+            raise SystemExit(f"SPIN and {name} disagree on the parity batch: {spin} vs {rs}")
+
+
+def parent(mode: str, repeats: int) -> None:
+    settings = MODES[mode]
+    common.model_dir()  # convert once, outside every contender's figures
+    print(f"machine: {common.machine()}")
     print(
-        f"RATIO training pairs/s SPIN/TRL-default {ratios['trl']:.2f}x, "
-        f"SPIN/TRL-precomputed {ratios['trl-precompute']:.2f}x; peak RSS SPIN/TRL-default "
-        f"{memory['trl']:.2f}, SPIN/TRL-precomputed {memory['trl-precompute']:.2f}"
+        f"mode: {mode} ({settings['pairs']} pairs, batch {settings['batch']}, "
+        f"{repeats} repeats); load {common.load_average():.2f}"
+    )
+    runs: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
+    for repeat, contender in common.interleaved(CONTENDERS, repeats):
+        r = measure(contender, settings)
+        runs[contender].append(r)
+        stages = {k: round(r[k], 1) for k in ("reference_s", "build_s", "train_s") if k in r}
+        print(
+            f"{contender:15s} run {repeat + 1} (load {r['load']:.2f}) "
+            f"{r['pairs_per_s']:.4f} pairs/s  {r['seconds']:7.1f} s  "
+            f"peak RSS {r['peak_rss_mb']:7.0f} MB  steps {r['steps']}  "
+            f"first-step loss {r['first_step_loss']:.6f}  stages (s) {stages}",
+            flush=True,
+        )
+    print(f"load after: {common.load_average():.2f}")
+    check_parity(runs)
+    speed = {name: common.summary([r["pairs_per_s"] for r in rs]) for name, rs in runs.items()}
+    memory = {name: common.summary([r["peak_rss_mb"] for r in rs]) for name, rs in runs.items()}
+    for name, rs in runs.items():
+        loads = ", ".join(f"{r['load']:.2f}" for r in rs)
+        print(
+            f"{name:15s} median {speed[name]['median']:.4f} pairs/s "
+            f"(range {speed[name]['min']:.4f}-{speed[name]['max']:.4f}, spread "
+            f"{speed[name]['spread']:.0%}); peak RSS median {memory[name]['median']:.0f} MB; "
+            f"loads {loads}"
+        )
+    peers = ("trl", "trl-precompute")
+    ratio = {p: speed["spin"]["median"] / speed[p]["median"] for p in peers}
+    mem = {p: memory["spin"]["median"] / memory[p]["median"] for p in peers}
+    print(
+        f"RATIO training pairs/s SPIN/TRL-default {ratio['trl']:.2f}x, "
+        f"SPIN/TRL-precomputed {ratio['trl-precompute']:.2f}x (medians of {repeats}); "
+        f"peak RSS SPIN/TRL-default {mem['trl']:.2f}, SPIN/TRL-precomputed "
+        f"{mem['trl-precompute']:.2f}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few minutes instead of ~20")
+    parser.add_argument("--quick", action="store_true", help="minutes instead of ~25")
+    parser.add_argument("--repeats", type=int, help="runs per contender (default 2)")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--pairs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats takes a whole number of at least 1, got {args.repeats}")
     if args.contender:
         child(args.contender, args.pairs, args.batch)
     else:
-        parent("quick" if args.quick else "full")
+        parent(mode, args.repeats or MODES[mode]["repeats"])
 
 
 if __name__ == "__main__":

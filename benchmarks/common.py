@@ -11,10 +11,11 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,24 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10, dtype: torch.dtype = 
     a = torch.randn(size, size, dtype=dtype)
     b = torch.randn(size, size, dtype=dtype)
     return 2 * size**3 / best_of(lambda: torch.mm(a, b), repeats)
+
+
+def interleaved(names: Sequence[str], repeats: int) -> list[tuple[int, str]]:
+    """``(repeat, name)`` in the order to run them: the names forward on even repeats and
+    reversed on odd ones (A B C, C B A, ...). Run in a fixed order, the first contender
+    always meets the machine at its quietest (a load of 0.08 against 1.4-1.9 for the later
+    ones, measured); alternating gives every contender the same mean place over each two
+    repeats, and a run of the same contender twice at the turn shows its own spread."""
+    return [
+        (repeat, name)
+        for repeat in range(repeats)
+        for name in (names if repeat % 2 == 0 else list(reversed(names)))
+    ]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Median, extremes and the spread between them as a fraction of the median: what one
+    contender's repeated figures are quoted as."""
+    median = statistics.median(values)
+    low, high = min(values), max(values)
+    return {"median": median, "min": low, "max": high, "spread": (high - low) / median}
