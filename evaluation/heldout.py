@@ -24,6 +24,8 @@ from evaluation.plan import HELDOUT_TASK, TaskPlan
 # are scored (evaluation.runner.LoadedModel).
 CONTEXT, CONTINUATION = "context", "continuation"
 CONTEXT_IDS, CONTINUATION_IDS = "context_ids", "continuation_ids"
+# An exact-world document's ids, one list per choice (evaluation/exact.py).
+CHOICE_IDS = "choice_ids"
 DOCS_FILE = "test.jsonl"
 # lm-eval result keys -> the suffix of the logged name (``<data>_nll``, ``<data>_greedy_match``).
 METRICS = {"nll,none": "nll", "greedy_match,none": "greedy_match"}
@@ -59,6 +61,13 @@ def reported_names(plan: TaskPlan) -> dict[str, str]:
     return {key: f"{prefix}_{suffix}" for key, suffix in METRICS.items()}
 
 
-def is_heldout_request(doc: Any) -> bool:
-    """Whether a request's document carries its own token ids (a held-out NLL document)."""
-    return isinstance(doc, dict) and CONTEXT_IDS in doc and CONTINUATION_IDS in doc
+def given_ids(doc: Any, choice: int) -> tuple[list[int], list[int]] | None:
+    """The context and continuation token ids a request's document carries (a held-out NLL
+    document, or choice ``choice`` of an exact-world one), else None."""
+    if not isinstance(doc, dict) or CONTEXT_IDS not in doc:
+        return None
+    if CONTINUATION_IDS in doc:
+        return doc[CONTEXT_IDS], doc[CONTINUATION_IDS]
+    if CHOICE_IDS in doc:
+        return doc[CONTEXT_IDS], doc[CHOICE_IDS][choice]
+    return None

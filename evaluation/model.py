@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from evaluation.continuations import answer, continuation_logprobs, window
 from evaluation.decoding import generation_eos_ids, greedy_altered, greedy_until, is_plain_greedy
-from evaluation.heldout import CONTEXT_IDS, CONTINUATION_IDS, is_heldout_request
+from evaluation.heldout import given_ids
 from evaluation.lm_eval_adapter import eos_not_a_stop
 
 # A loglikelihood request as HFLM's ``_loglikelihood_tokens`` takes it: its strings (the
@@ -35,7 +35,8 @@ class LoadedModel(HFLM):
     zephyr-7b-sft-full was) should be scored with one: the turn is added here to every chat
     history that lacks one.
 
-    A held-out NLL document (:mod:`evaluation.heldout`) carries the token ids the chain
+    A held-out NLL document (:mod:`evaluation.heldout`), and each choice of an exact-world
+    document (:mod:`evaluation.exact`), carries the token ids the chain
     trains on, and those are scored as they are: lm-eval's own encoding would tokenise the
     prompt text again and move its trailing whitespace (a chat template's newline after the
     assistant header) into the response, scoring a token training never scores.
@@ -135,14 +136,12 @@ class LoadedModel(HFLM):
         return order.get_original(texts)
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        heldout = [i for i, req in enumerate(requests) if is_heldout_request(req.doc)]
+        ids = {i: given_ids(req.doc, req.idx) for i, req in enumerate(requests)}
+        heldout = [i for i, given in ids.items() if given is not None]
         if not heldout:
             return super().loglikelihood(requests, disable_tqdm)
         others = sorted(set(range(len(requests))) - set(heldout))
-        encoded = [
-            (req.args, req.doc[CONTEXT_IDS], req.doc[CONTINUATION_IDS])
-            for req in (requests[i] for i in heldout)
-        ]
+        encoded = [(requests[i].args, *ids[i]) for i in heldout]
         results = dict(zip(heldout, self._loglikelihood_tokens(encoded, disable_tqdm), strict=True))
         if others:
             rest = super().loglikelihood([requests[i] for i in others], disable_tqdm)

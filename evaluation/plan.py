@@ -31,6 +31,11 @@ EMBEDDED = tuple(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
 # eval.tasks, so it is kept apart from the embedded tasks a user may list.
 HELDOUT_DIR = TASKS_DIR / "heldout"
 HELDOUT_TASK = "response_nll"
+# The exact world's divergences (evaluation/exact.py): documents from the chain, likewise.
+EXACT_TASK = "world_exact"
+# Diagnostics: tasks whose documents the chain writes, reported beside the scores in no
+# average, by the folder of their task definition.
+DIAGNOSTICS = {HELDOUT_TASK: HELDOUT_DIR, EXACT_TASK: TASKS_DIR / "world"}
 # How a group's score averages its subtasks (eval.group_average): each subtask once, the
 # default, or each document once.
 GROUP_AVERAGES = ("subtasks", "documents")
@@ -63,12 +68,13 @@ class TaskPlan:
 
     @property
     def is_user_set(self) -> bool:
-        return self.base != self.name and not self.is_heldout
+        return self.base != self.name and not self.is_diagnostic
 
     @property
-    def is_heldout(self) -> bool:
-        """The held-out real-response NLL (a loss beside the scores, in no average)."""
-        return self.base == HELDOUT_TASK
+    def is_diagnostic(self) -> bool:
+        """A diagnostic on documents the chain writes (the held-out NLL, the exact world's
+        divergences): beside the scores, in no average."""
+        return self.base in DIAGNOSTICS
 
     @property
     def is_local(self) -> bool:
@@ -82,8 +88,8 @@ class TaskPlan:
         if self.base in EMBEDDED and not self.is_user_set:
             return [TASKS_DIR]
         paths = list(self.data_files.values())
-        if self.is_heldout:
-            paths.append(HELDOUT_DIR)
+        if self.is_diagnostic:
+            paths.append(DIAGNOSTICS[self.base])
         if self.is_user_set:
             paths.append(TASKS_DIR / f"{self.base}.yaml")
         if self.dataset_path is not None and Path(self.dataset_path).exists():

@@ -65,7 +65,7 @@ def prepare(plans: list[TaskPlan], work: Path) -> PreparedTasks:
         files = None
         if plan.is_user_set:
             files = write_converted(plan.data_files, plan.base, plan.fields, work / plan.name)
-        if plan.is_heldout:  # kept beside the scores, as what was scored
+        if plan.is_diagnostic:  # kept beside the scores, as what was scored
             (work / plan.name).mkdir(parents=True, exist_ok=True)
             files = {"test": Path(shutil.copy(plan.data_files["test"], work / plan.name))}
         specs[plan.name] = lm_eval_task(manager, plan, files)
@@ -106,7 +106,7 @@ def run_tasks(
         outputs[name] = {k: v for k, v in output.items() if k != "items"}
         by_plan |= {p.name: output for p in plans}
     summary = summarize(prepared.plans, by_plan, by_documents=cfg.group_average == "documents")
-    for plan in (p for p in prepared.plans if not p.is_heldout):  # zero-shot by design
+    for plan in (p for p in prepared.plans if not p.is_diagnostic):  # zero-shot by design
         n_shot = by_plan[plan.name]["n-shot"]
         summary["tasks"][plan.name]["fewshot"] = plan_source(
             prepared.specs[plan.name], n_shot, prepared.work

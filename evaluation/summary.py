@@ -12,9 +12,10 @@ subtasks, a mapping of each leaf task to its list; for one averaged over documen
 list, leaf after leaf in name order, whose plain mean is the score), so two models scored
 on the same documents can be compared pair by pair (spin/reporting/significance.py).
 
-The held-out NLL task (:mod:`evaluation.heldout`) reports a loss and a fraction beside the
-scores, under ``heldout``, flat names ``<data>_nll`` and ``<data>_greedy_match``; neither is a
-task score, so neither enters the average.
+The diagnostics report beside the scores, under ``heldout``, in no average: the held-out NLL
+task (:mod:`evaluation.heldout`) a loss and a fraction, flat names ``<data>_nll`` and
+``<data>_greedy_match``; the exact world's task (:mod:`evaluation.exact`) its divergences,
+``<data>_kl_fwd`` and the rest.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
+from evaluation import exact, heldout
 from evaluation.errors import ResultsError
-from evaluation.heldout import reported_names
-from evaluation.plan import TaskPlan
+from evaluation.plan import HELDOUT_TASK, TaskPlan
 
 
 def leaves(name: str, group_subtasks: dict[str, list[str]]) -> list[str]:
@@ -140,11 +141,11 @@ def task_score(
     return score if items is None else score | {"items": items}
 
 
-def heldout_scores(plan: TaskPlan, output: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The held-out NLL plan's metrics, each read like a task score, by flat name."""
+def diagnostic_scores(plan: TaskPlan, output: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A diagnostic plan's metrics, each read like a task score, by flat name."""
+    names = heldout.reported_names if plan.base == HELDOUT_TASK else exact.reported_names
     return {
-        name: task_score(replace(plan, metric=key), output)
-        for key, name in reported_names(plan).items()
+        name: task_score(replace(plan, metric=key), output) for key, name in names(plan).items()
     }
 
 
@@ -155,14 +156,14 @@ def summarize(
     average); ``outputs`` maps each plan's name to its call's output, ``by_documents``
     averages a group over its documents (eval.group_average=documents)."""
     tasks = {
-        p.name: task_score(p, outputs[p.name], by_documents) for p in plans if not p.is_heldout
+        p.name: task_score(p, outputs[p.name], by_documents) for p in plans if not p.is_diagnostic
     }
     summary: dict[str, Any] = {"tasks": tasks}
     if tasks:  # the held-out metrics alone have no average
         summary["average"] = fmean(t["value"] for t in tasks.values())
     heldout = {}
-    for plan in (p for p in plans if p.is_heldout):
-        heldout |= heldout_scores(plan, outputs[plan.name])
+    for plan in (p for p in plans if p.is_diagnostic):
+        heldout |= diagnostic_scores(plan, outputs[plan.name])
     return summary | ({"heldout": heldout} if heldout else {})
 
 

@@ -20,6 +20,17 @@ from spin.errors import ConfigError
 
 
 @dataclass
+class TinyShape:
+    """The size of a ``source=tiny`` model (the default: two layers of width 32)."""
+
+    hidden_size: int = 32
+    intermediate_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+
+
+@dataclass
 class ModelConfig:
     """Where the start (SFT) model comes from and how sequences are bounded."""
 
@@ -51,6 +62,30 @@ class ModelConfig:
     seed: int = 0
     # Parameter count, for dry-run compute estimates of models that are not at hand.
     n_params: float | None = None
+    # A tiny model's size (source=tiny); None: the two-layer test model. Part of the start
+    # model's key when set.
+    shape: TinyShape | None = None
+
+
+@dataclass
+class WorldConfig:
+    """The synthetic language of ``data.source=world`` (spin/data/world.py), whose
+    p_data is known exactly."""
+
+    # One character per symbol, each one token of the character tokenizer.
+    symbols: str = "abcd"
+    prompt_length: int = 3
+    max_response_length: int = 4
+    # How strongly the prompt shapes the response (0: not at all).
+    strength: float = 1.0
+    # Divides every logit: below 1 peaked, above 1 flat.
+    temperature: float = 1.0
+    # Added to the end logit: positive, shorter responses.
+    end_bias: float = 0.0
+    # Fixes the language (its tables); data.seed draws the data from it.
+    seed: int = 0
+    # Responses drawn per test prompt (the held-out NLL's documents).
+    test_samples: int = 4
 
 
 @dataclass
@@ -75,6 +110,7 @@ class DataConfig:
     seed: int = 0
     difficulty: list[int] = field(default_factory=lambda: [2, 3])
     deduplicate: bool = True
+    world: WorldConfig = field(default_factory=WorldConfig)
 
 
 @dataclass
@@ -356,6 +392,10 @@ class EvalConfig:
     # responses and the share reproduced by greedy decoding, logged as eval/<data>_nll and
     # eval/<data>_greedy_match (evaluation/heldout.py); data.n_test sizes it, eval.limit caps it.
     heldout_nll: bool = True
+    # With data.source=world: the exact divergences from p_data (and from the SFT sample)
+    # by enumerating every response of the language, logged as eval/<data>_kl_fwd etc.
+    # (evaluation/exact.py). Scoring runs for these even when eval.tasks is empty.
+    exact: bool = False
 
 
 @dataclass

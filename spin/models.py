@@ -13,6 +13,7 @@ import logging
 import os
 import string
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -28,6 +29,7 @@ from transformers import (
 )
 
 from spin.artifacts import SPEC_FILE
+from spin.config import TinyShape
 from spin.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -74,16 +76,19 @@ def build_tiny_tokenizer(adds_bos: bool = False) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A random-init two-layer Llama and its tokenizer: the whole chain runs in seconds."""
+def build_tiny(seed: int = 0, shape: Any = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A random-init Llama and its character tokenizer: by default two layers of width 32,
+    so the whole chain runs in seconds; ``shape`` (``model.shape``) sizes it for a task it
+    must learn from scratch (the exact world)."""
     tokenizer = build_tiny_tokenizer()
+    shape = shape if shape is not None else TinyShape()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -130,7 +135,7 @@ def load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrain
 def materialize_start_model(cfg, out_dir: Path) -> None:
     """Write the configured start model (``tiny`` or ``gguf``) to ``out_dir``."""
     if cfg.source == "tiny":
-        model, tokenizer = build_tiny(cfg.seed)
+        model, tokenizer = build_tiny(cfg.seed, cfg.shape)
     elif cfg.source == "gguf":
         log.info("Converting %s from GGUF (once; cached afterwards)", cfg.name)
         model, tokenizer = load_gguf(

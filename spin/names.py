@@ -29,7 +29,7 @@ BACKENDS = ("hf", "vllm")
 # ``model.source``: built in code, dequantised from a GGUF file, or a directory or hub id.
 MODEL_SOURCES = ("tiny", "gguf", "hub")
 # ``data.source`` (spin/data/__init__.py).
-DATA_SOURCES = ("arith", "jsonl", "hf", "ultrachat")
+DATA_SOURCES = ("arith", "jsonl", "hf", "ultrachat", "world")
 # ``baseline.preferences.source`` (spin/data/preferences.py).
 PREFERENCE_SOURCES = ("arith", "ultrafeedback", "jsonl")
 DTYPES = ("float32", "bfloat16", "float16")

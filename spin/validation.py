@@ -23,6 +23,7 @@ from spin.config import (
     given_pairs_config,
     iteration_settings,
 )
+from spin.data.world import WorldSettings
 from spin.errors import ConfigError
 
 ALLOWED = {
@@ -244,7 +245,19 @@ ARITH_LIMIT = 1_000_000
 
 
 def _validate_data(cfg: DictConfig) -> None:
-    """Data settings beyond their ranges: the arithmetic's step counts and size."""
+    """Data settings beyond their ranges: the arithmetic's step counts and size, the exact
+    world's settings (and that only it has exact measures)."""
+    if cfg.data.source == "world":
+        WorldSettings.from_config(cfg.data.world).check()
+        if cfg.data.world.test_samples < 1:
+            raise ConfigError(
+                f"data.world.test_samples={cfg.data.world.test_samples}: expected at least 1"
+            )
+    elif cfg.eval.exact:
+        raise ConfigError(
+            f"eval.exact=true needs data.source=world (a known p_data); data.source is "
+            f"{cfg.data.source!r}"
+        )
     if cfg.data.source == "arith":
         asked = sum(n for n in (cfg.data.n_train, cfg.data.n_test, cfg.sft.n_train) if n)
         if asked > ARITH_LIMIT:

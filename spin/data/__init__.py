@@ -27,6 +27,7 @@ from spin.data.preferences import (
     load_ultrafeedback,
 )
 from spin.data.released import load_given_pairs
+from spin.data.world import WorldSettings, generate_world
 from spin.errors import DataError
 
 __all__ = [
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ARITH_TRAIN = 256
 DEFAULT_ARITH_TEST = 100
+DEFAULT_WORLD_TEST = 32
 HOLDOUT_SHARE = 0.05
 
 
@@ -165,6 +167,14 @@ def load_splits(cfg: Any) -> Splits:
             DEFAULT_ARITH_TEST if cfg.n_test is None else cfg.n_test,
             cfg.seed,
             list(cfg.difficulty),
+        )
+    elif cfg.source == "world":
+        train, test = generate_world(
+            WorldSettings.from_config(cfg.world),
+            DEFAULT_ARITH_TRAIN if cfg.n_train is None else cfg.n_train,
+            DEFAULT_WORLD_TEST if cfg.n_test is None else cfg.n_test,
+            cfg.world.test_samples,
+            cfg.seed,
         )
     else:
         train, test = _load_user_data(cfg)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from evaluation.exact import NATS
+
 AVERAGE = "average"
 # A held-out metric's flat name has no "/" (evaluation/heldout.py); a "_nll" one is a loss in
-# nats per token, shown as a number, not a percentage.
-LOSS_SUFFIX = "_nll"
+# nats per token, and the exact world's divergences, entropies and log-probabilities are in
+# nats too (evaluation/exact.py): shown as numbers, not percentages.
+NAT_SUFFIXES = ("_nll", *(f"_{metric}" for metric in NATS))
 
 
 def is_heldout(key: str) -> bool:
@@ -20,14 +23,15 @@ def is_heldout(key: str) -> bool:
 
 
 def is_loss(key: str) -> bool:
-    """Whether a score key is a lower-is-better loss rather than a fraction."""
-    return is_heldout(key) and key.endswith(LOSS_SUFFIX)
+    """Whether a score key is a quantity in nats (a loss, a divergence) rather than a
+    fraction."""
+    return is_heldout(key) and key.endswith(NAT_SUFFIXES)
 
 
 def ordered(keys: list[str]) -> list[str]:
     """Task scores, the average, then the held-out metrics: the order every table shows."""
     tasks = [k for k in keys if "/" in k]
-    return [*tasks, AVERAGE, *(k for k in keys if is_heldout(k))]
+    return [*tasks, *([AVERAGE] if tasks else []), *(k for k in keys if is_heldout(k))]
 
 
 def scale(key: str) -> float:

@@ -100,7 +100,7 @@ def plot_scores(rows: Sequence[Row], path: Path) -> Path | None:
         ax.set_title(column_header(key, keys))
         ax.set_xticks(ticks, ["SFT", *map(str, ticks[1:])])
         ax.set_xlabel("SPIN iteration")
-        ax.set_ylabel("NLL per token (nats)" if is_loss(key) else "score (%)")
+        ax.set_ylabel("nats" if is_loss(key) else "score (%)")
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     _legend(fig)

@@ -38,8 +38,9 @@ def base_model(ctx: Context) -> ModelRef:
         "model",
         drop=("max_prompt_length", "prompt_overflow", "truncation", "max_length", "n_params"),
     )
-    if cfg.revision is None:
-        del spec["model"]["revision"]
+    for key in ("revision", "shape"):  # added later: in the key only when set
+        if cfg[key] is None:
+            del spec["model"][key]
     if cfg.source == "hub":
         return ModelRef(spec_key(spec), cfg.path or cfg.name)
     artifact = ctx.artifact("model", spec, lambda work: materialize_start_model(cfg, work))
@@ -53,10 +54,16 @@ def start_model(ctx: Context) -> tuple[ModelRef, Artifact | None]:
     ctx.long_prompts(base)
     if not ctx.cfg.sft.enabled:
         return base, None
-    n_train = len(ctx.splits.train) if ctx.cfg.sft.n_train is None else ctx.cfg.sft.n_train
-    records = load_splits(OmegaConf.merge(ctx.cfg.data, {"n_train": n_train})).train
+    records = sft_records(ctx)
     check_prompts(ctx.cfg, base, [r["prompt"] for r in records], "sft data")
     return sft(ctx, base, records, ctx.cfg.sft.epochs, ctx.cfg.sft.lr, "sft")
+
+
+def sft_records(ctx: Context) -> list[dict]:
+    """The records supervised fine-tuning trains on: ``sft.n_train`` of the data's train
+    split (the SPIN split when unset), which hold every SPIN prompt (train splits nest)."""
+    n_train = len(ctx.splits.train) if ctx.cfg.sft.n_train is None else ctx.cfg.sft.n_train
+    return load_splits(OmegaConf.merge(ctx.cfg.data, {"n_train": n_train})).train
 
 
 def sft(
