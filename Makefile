@@ -6,7 +6,7 @@ ARGS ?=
 # A CPU build of torch unless an NVIDIA driver is present (an unpinned torch is a CUDA build).
 TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup run test test-all check-readme lint bench bench-quick
+.PHONY: setup run test test-all check-readme lint bench bench-quick device-kit
 
 setup: $(VENV)/.installed
 
@@ -44,3 +44,9 @@ bench: setup
 
 bench-quick:
 	$(MAKE) bench ARGS=--quick
+
+# What an offline GPU node lacks (wheels, SmolLM2's tokenizer) into benchmarks/device/kit/,
+# checked against pyproject and the 48 MiB the kit and the tree may take; on the node,
+# benchmarks/device/check.sh OUT_DIR checks the GPU path. See docs/performance.md.
+device-kit: setup
+	$(PY) benchmarks/device/build_kit.py

@@ -116,10 +116,18 @@ def spin_run(
 
 
 def trl_run(
-    triples: list[dict], batch: int, precompute: bool, model, tokenizer, precision: str = "fp32"
+    triples: list[dict],
+    batch: int,
+    precompute: bool,
+    model,
+    tokenizer,
+    precision: str = "fp32",
+    ref_model=None,
 ) -> dict:
     """TRL's DPOTrainer on the same pairs as chat rows, timed from building the trainer
-    (tokenisation, and the precompute pass with ``precompute``) to the end of training."""
+    (tokenisation, and the precompute pass with ``precompute``) to the end of training.
+    Without ``ref_model`` TRL loads the reference from the policy's path; a model built in
+    code has none, and is given a copy of itself."""
     from trl import DPOConfig, DPOTrainer
 
     rows = [
@@ -161,6 +169,7 @@ def trl_run(
         started = time.perf_counter()
         trainer = DPOTrainer(
             model=model,
+            ref_model=ref_model,
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
