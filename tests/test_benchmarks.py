@@ -44,6 +44,20 @@ def test_scoring_benchmark_scores_both_ways_alike(tmp_path):
     assert re.search(r"^RATIO scoring time project/hflm \d+\.\d+ ", out, re.MULTILINE), out
 
 
+def test_training_benchmark_gives_every_contender_the_same_mean_place():
+    """bench_training's order over repeats: forward, then reversed, so the contender that
+    would always run first on the quietest machine no longer does."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_training import CONTENDERS
+    from common import interleaved
+
+    order = interleaved(CONTENDERS, 4)
+    assert [name for _, name in order[:6]] == [*CONTENDERS, *reversed(CONTENDERS)]
+    places = {name: [i % 3 for i, (_, n) in enumerate(order) if n == name] for name in CONTENDERS}
+    assert {sum(p) / len(p) for p in places.values()} == {1.0}
+    assert [repeat for repeat, _ in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["training", "generation"])
 def test_quick_benchmark_ends_with_its_ratio(name):

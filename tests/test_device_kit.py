@@ -59,9 +59,10 @@ def test_the_speed_runs_shapes_are_the_planners_known_architectures():
 
 
 def test_a_part_without_a_result_is_reported_with_the_reason(tmp_path):
-    (tmp_path / "status.tsv").write_text("environment\t124\t61\t60\nresume\t1\t3\t90\n")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "resume.log").write_text("Traceback ...\nImportError: no module x\n")
+    details = tmp_path / "details"
+    (details / "logs").mkdir(parents=True)
+    (details / "status.tsv").write_text("environment\t124\t61\t60\nresume\t1\t3\t90\n")
+    (details / "logs" / "resume.log").write_text("Traceback ...\nImportError: no module x\n")
     assert not device_report.write_report(tmp_path, cpu=True)
     parts = json.loads((tmp_path / "device_report.json").read_text())["parts"]
     assert parts["environment"]["why"] == "timed out after its limit of 60 s"
@@ -90,6 +91,11 @@ def assert_passed(out, proc: subprocess.CompletedProcess) -> dict:
     found = json.loads((out / "device_report.json").read_text())
     assert found["passed"] and found["mode"] == "cpu (toy sizes)"
     assert "| environment | passed |" in (out / "device_report.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "details.tar.gz",
+        "device_report.json",
+        "device_report.md",
+    ]
     return found["parts"]
 
 

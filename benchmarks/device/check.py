@@ -63,7 +63,8 @@ BY_NAME = {part.name: part for part in PARTS}
 
 
 def result_path(out: Path, name: str) -> Path:
-    return out / "parts" / f"{name}.json"
+    """Where part ``name`` leaves its result (``out/details``, the report's sources)."""
+    return out / "details" / "parts" / f"{name}.json"
 
 
 def run_part(name: str, out: Path, toy: bool) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """device_report.json and device_report.md from what check.sh and the parts left behind.
 
-check.sh appends ``name<TAB>exit code<TAB>seconds<TAB>limit`` to ``OUT/status.tsv`` for
-the install and each part it started; a part that ran to its end wrote
-``OUT/parts/<name>.json``. A part with no such file timed out, crashed, or was never started
-because the check's time budget was spent, and the report says which.
+check.sh appends ``name<TAB>exit code<TAB>seconds<TAB>limit`` to ``OUT/details/status.tsv``
+for the install and each part it started; a part that ran to its end wrote
+``OUT/details/parts/<name>.json``, and each part's output is in ``OUT/details/logs``. A
+part with no result file timed out, crashed, or was never started (not selected, or the
+check's time budget was spent), and the report says which.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ NOT_STARTED = {
 
 def statuses(out: Path) -> dict[str, tuple[int, float, int]]:
     """What check.sh recorded for each step it started."""
-    path = out / "status.tsv"
+    path = out / "details" / "status.tsv"
     rows = [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
     return {name: (int(rc), float(seconds), int(limit)) for name, rc, seconds, limit in rows}
 
 
 def log_tail(out: Path, name: str) -> str:
-    path = out / "logs" / f"{name}.log"
+    path = out / "details" / "logs" / f"{name}.log"
     return path.read_text(errors="replace")[-1500:] if path.is_file() else ""
 
 

@@ -4,6 +4,8 @@ nothing heavy."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,8 +20,9 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class Run:
-    """The report folder (a part's own work goes under ``out/work/<part>``), whether the
-    part runs at toy sizes on the CPU (``check.sh --cpu``), and the part's name."""
+    """The report folder, whether the part runs at toy sizes on the CPU (``check.sh
+    --cpu``), and the part's name. A part's own work (models, runs) goes to ``work``, in
+    check.sh's scratch folder ($CHECK_SCRATCH), not among the reports."""
 
     out: Path
     toy: bool
@@ -27,7 +30,8 @@ class Run:
 
     @property
     def work(self) -> Path:
-        folder = self.out / "work" / self.part
+        scratch = os.environ.get("CHECK_SCRATCH") or os.path.join(tempfile.gettempdir(), "device")
+        folder = Path(scratch) / self.part
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
