@@ -6,7 +6,8 @@ table.csv, table.tex, costs.md, costs.csv, changes.md, changes.csv (paired boots
 intervals of the changes against SFT) and PNG plots into ``--out``: scores and training curves
 from the reports, and the W&B dashboard's training, self-play and cost sections
 (``dashboard.py``) and the self-play dynamics table (dynamics.md) from the jobs'
-metrics.jsonl.
+metrics.jsonl; for jobs on the exact world, exact_world.md and its plots
+(:mod:`spin.reporting.exact_world`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from spin.entry import script
 from spin.reporting import collect_rows, write_job_panels, write_report
+from spin.reporting.exact_world import write_exact_world
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or default_out(args.paths[0])
     written = write_report(rows, out, wandb=args.wandb, paper=True if args.paper else None)
     written += write_job_panels(args.paths, out)
+    written += write_exact_world(args.paths, out)
     print((out / "table.md").read_text())
     print("Written:")
     for path in written:

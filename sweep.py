@@ -132,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0 or args.no_report or is_dry_run(args.overrides):
         return code
     from spin.reporting import collect_rows, write_job_panels, write_report
+    from spin.reporting.exact_world import write_exact_world
 
     out = directory / "report"
     written = write_report(collect_rows([directory]), out, wandb=args.wandb)
     written += write_job_panels([directory], out)
+    written += write_exact_world([directory], out)
     print("Report:", *map(str, written), sep="\n  ")
     return 0
 

@@ -18,6 +18,7 @@ from spin.data import load_splits
 from spin.data.world import World, WorldSettings, generate_world
 from spin.errors import ConfigError, DataError
 from spin.models import build_tiny, load_model
+from spin.reporting.exact_world import write_exact_world
 from spin.stages.prompts import formatter
 from spin.theory import forward_kl, model_log_probs, theorem_step, trajectory
 
@@ -137,12 +138,23 @@ WORLD_RUN = (
 )
 
 
-def test_chain_reports_the_exact_divergences_of_each_model(tmp_path):
+@pytest.fixture(scope="module")
+def world_runs(tmp_path_factory):
+    """Two seeds of a small exact-world chain through iteration 1, and what each printed."""
+    root = tmp_path_factory.mktemp("world_runs")
+    outputs = [
+        train_in_process(*WORLD_RUN, "iter=1", f"seed={seed}", f"paths.root={root}").stdout
+        for seed in (0, 1)
+    ]
+    return root, outputs
+
+
+def test_chain_reports_the_exact_divergences_of_each_model(world_runs):
     """The eval's exact measures equal those computed directly from the model's distribution,
     and print beside the usual table."""
-    proc = train_in_process(*WORLD_RUN, f"paths.root={tmp_path}")
-    assert "world_kl_fwd" in proc.stdout and "world_train_kl_emp" in proc.stdout
-    (report,) = tmp_path.glob("runs/exact_world/*/report.json")
+    tmp_path, outputs = world_runs
+    assert "world_kl_fwd" in outputs[0] and "world_train_kl_emp" in outputs[0]
+    report = min(tmp_path.glob("runs/exact_world/*/report.json"))
     rows = read_json(report)["rows"]
     cfg = compose_config(*WORLD_RUN, f"paths.root={tmp_path}")
     splits = load_splits(cfg.data)
@@ -166,3 +178,16 @@ def test_untrained_tiny_model_puts_mass_outside_the_language():
     world = World(WorldSettings.from_config(cfg.data.world))
     log_q = model_log_probs(model, formatter(cfg, tokenizer), world, ["ab"], 16, 32)
     assert np.exp(log_q).sum() < 0.5
+
+
+def test_study_report_tabulates_kl_theory_and_steps(world_runs):
+    """The study's report over two seeds: the KL tables with seed ranges, the theorem's
+    trajectory from the SFT model, each iteration's effective step, and the plots."""
+    tmp_path, _ = world_runs
+    written = write_exact_world([tmp_path / "runs"], tmp_path / "report", steps=3)
+    text = (tmp_path / "report" / "exact_world.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| SFT N=32"))
+    assert "| 2 |" in row and row.count("[") == 3  # two seeds: a range for SFT and iterations
+    theory = [line for line in text.splitlines() if line.startswith("| SFT N=32 x1 ep | 1 |")]
+    assert len(theory) == 1 and float(theory[0].split("|")[4]) < 1e-9  # beta 1: p_data at once
+    assert {p.name for p in written} >= {"exact_world_kl_fwd.png", "exact_world_train_kl_emp.png"}
