@@ -23,7 +23,6 @@ from spin.config import (
     given_pairs_config,
     iteration_settings,
 )
-from spin.data.world import WorldSettings
 from spin.errors import ConfigError
 
 ALLOWED = {
@@ -88,6 +87,13 @@ RANGES: dict[str, Range] = {
     "data.n_train": Range(1, null="the data's default size"),
     "data.n_test": Range(1, null="the data's default size"),
     "data.seed": SEED,
+    "data.world.prompt_length": COUNT,
+    "data.world.max_response_length": COUNT,
+    "data.world.strength": NON_NEGATIVE,
+    "data.world.temperature": POSITIVE,
+    "data.world.end_bias": Range(),
+    "data.world.seed": SEED,
+    "data.world.test_samples": COUNT,
     "loss.beta": POSITIVE,
     "loss.nll_weight": NON_NEGATIVE,
     "loss.label_smoothing": Range(0, 0.5, closed_high=False),
@@ -247,13 +253,17 @@ ARITH_LIMIT = 1_000_000
 def _validate_data(cfg: DictConfig) -> None:
     """Data settings beyond their ranges: the arithmetic's step counts and size, the exact
     world's settings (and that only it has exact measures)."""
-    if cfg.data.source == "world":
-        WorldSettings.from_config(cfg.data.world).check()
-        if cfg.data.world.test_samples < 1:
-            raise ConfigError(
-                f"data.world.test_samples={cfg.data.world.test_samples}: expected at least 1"
-            )
-    elif cfg.eval.exact:
+    symbols = cfg.data.world.symbols
+    if cfg.data.source == "world" and not (
+        len(symbols) >= 2
+        and len(set(symbols)) == len(symbols)
+        and all(c.isascii() and c.isalnum() for c in symbols)
+    ):
+        raise ConfigError(
+            f"data.world.symbols={symbols!r}: expected at least two distinct ASCII letters or "
+            "digits (each one token of the character tokenizer)"
+        )
+    if cfg.data.source != "world" and cfg.eval.exact:
         raise ConfigError(
             f"eval.exact=true needs data.source=world (a known p_data); data.source is "
             f"{cfg.data.source!r}"

@@ -71,13 +71,15 @@ def test_data_nests_and_the_test_prompts_stay_put():
 
 
 def test_bad_world_settings_name_the_key():
-    with pytest.raises(ConfigError, match=r"data.world.symbols='aa'"):
-        World(WorldSettings(symbols="aa"))
+    from spin.validation import validate
+
+    with pytest.raises(ConfigError, match=r"data.world.symbols='aa': expected at least two"):
+        validate(compose_config("experiment=exact_world", "data.world.symbols=aa"))
+    with pytest.raises(ConfigError, match=r"data.world.temperature"):
+        validate(compose_config("experiment=exact_world", "data.world.temperature=0"))
     with pytest.raises(DataError, match=r"data.n_test=3: the world has 2 distinct prompts"):
         generate_world(SMALL, 4, 3, 1, seed=0)
     with pytest.raises(ConfigError, match=r"eval.exact=true needs data.source=world"):
-        from spin.validation import validate
-
         validate(compose_config("eval.exact=true", "logger=none"))
 
 

@@ -36,7 +36,8 @@ MAX_ENUMERATED = 20_000
 
 @dataclass(frozen=True)
 class WorldSettings:
-    """The process's settings (``data.world``); see the module docstring."""
+    """The process's settings (``data.world``, checked by spin/validation.py); see the
+    module docstring."""
 
     symbols: str = "abcd"
     prompt_length: int = 3
@@ -50,23 +51,6 @@ class WorldSettings:
     def from_config(cls, cfg: Any) -> WorldSettings:
         fields = cls.__dataclass_fields__
         return cls(**{name: cfg[name] for name in fields})
-
-    def check(self) -> None:
-        """Refuse settings that describe no language, naming the config key."""
-        if len(self.symbols) < 2 or len(set(self.symbols)) != len(self.symbols):
-            raise ConfigError(
-                f"data.world.symbols={self.symbols!r}: expected at least two distinct characters"
-            )
-        if not all(c.isalnum() and c.isascii() for c in self.symbols):
-            raise ConfigError(
-                f"data.world.symbols={self.symbols!r}: expected ASCII letters or digits (one "
-                "token each in the character tokenizer)"
-            )
-        for key in ("prompt_length", "max_response_length"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.world.{key}={getattr(self, key)}: expected at least 1")
-        if self.temperature <= 0:
-            raise ConfigError(f"data.world.temperature={self.temperature}: expected > 0")
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -90,7 +74,6 @@ class World:
     """
 
     def __init__(self, settings: WorldSettings) -> None:
-        settings.check()
         self.settings = settings
         self.symbols = settings.symbols
         self.index = {c: i for i, c in enumerate(settings.symbols)}

@@ -143,7 +143,7 @@ def _table(plan: Plan) -> list[str]:
 
 def _task_lines(plan: Plan) -> list[str]:
     if not plan.tasks:
-        return ["Evaluation: none (eval.tasks is empty)."]
+        return ["Evaluation: no lm-eval task (eval.tasks is empty)."]
     lines = ["Evaluation per model (estimates):"]
     for t in plan.tasks:
         gen = f", <= {t.generated_tokens} generated tokens/doc" if t.generated_tokens else ""

@@ -317,4 +317,10 @@ def _notes(cfg: DictConfig) -> list[str]:
     ]
     if cfg.spin.drop_identical:
         notes.append("spin.drop_identical=true: pair counts are at most these.")
+    if cfg.eval.exact:
+        notes.append(
+            "eval.exact=true: every model is also scored on the exact world's measures, one "
+            "loglikelihood request per response of the language per test and training prompt "
+            "(not in the estimates)."
+        )
     return notes
