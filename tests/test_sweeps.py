@@ -67,16 +67,62 @@ def contains(actual, expected) -> bool:
     return actual == expected
 
 
-def assert_applied(cfg, key: str, value: str) -> None:
-    """The composed job holds what the swept override asked for: the value, or for a config
-    group every setting of the chosen option's file."""
+def without(settings: dict, keys: list[str]) -> dict:
+    """``settings`` less the dotted ``keys`` (nested)."""
+    out = {}
+    for name, value in settings.items():
+        inner = [k.split(".", 1)[1] for k in keys if k.startswith(f"{name}.")]
+        if name in keys:
+            continue
+        out[name] = without(value, inner) if isinstance(value, dict) and inner else value
+    return out
+
+
+def group_settings(key: str, value: str) -> tuple[dict, bool] | None:
+    """The settings of config group option ``key=value`` and whether they are global (an
+    experiment), or None when ``key`` is no group."""
     group_file = ROOT / "conf" / key / f"{value}.yaml"
     if not group_file.is_file():
+        return None
+    text = group_file.read_text()
+    settings = {k: v for k, v in yaml.safe_load(text).items() if k != "defaults"}
+    return settings, "@package _global_" in text
+
+
+def dotted(settings: dict, prefix: str = "") -> list[str]:
+    """Every leaf key of ``settings``, dotted."""
+    keys = []
+    for name, value in settings.items():
+        full = f"{prefix}{name}"
+        keys += dotted(value, f"{full}.") if isinstance(value, dict) and value else [full]
+    return keys
+
+
+def set_elsewhere(key: str, others: dict[str, str]) -> list[str]:
+    """The dotted keys a job's other overrides set: a plain key itself, a group option every
+    key of its file (an experiment's body is applied after the groups it overrides)."""
+    keys = []
+    for other, value in others.items():
+        found = group_settings(other, value)
+        if found is None:
+            keys.append(other)
+        else:
+            settings, is_global = found
+            keys += dotted(settings, "" if is_global else f"{other}.")
+    return [k.removeprefix(f"{key}.") for k in keys]
+
+
+def assert_applied(cfg, key: str, value: str, others: dict[str, str] | None = None) -> None:
+    """The composed job holds what the swept override asked for: the value, or for a config
+    group every setting of the chosen option's file but those the job's ``others`` (its
+    other overrides, a preset part's) set themselves."""
+    found = group_settings(key, value)
+    if found is None:
         assert OmegaConf.select(cfg, key) == yaml.safe_load(value), key
         return
-    text = group_file.read_text()
-    expected = {k: v for k, v in yaml.safe_load(text).items() if k != "defaults"}
-    node = cfg if "@package _global_" in text else cfg[key]
+    expected, is_global = found
+    node = cfg if is_global else cfg[key]
+    expected = without(expected, set_elsewhere(key, others or {}))
     assert contains(OmegaConf.to_container(node), expected), (key, value)
 
 
@@ -88,8 +134,9 @@ def test_every_job_of_a_preset_composes_and_validates(name):
             overrides = [f"{k}={v}" for k, v in zip(params, values, strict=True)]
             cfg = compose_job(name, overrides)
             validate(cfg)
-            for key, value in zip(params, values, strict=True):
-                assert_applied(cfg, key, value)
+            chosen = dict(zip(params, values, strict=True))
+            for key, value in chosen.items():
+                assert_applied(cfg, key, value, {k: v for k, v in chosen.items() if k != key})
 
 
 def run_sweep(
