@@ -3,7 +3,8 @@
 ``check.sh`` starts ``check.py part NAME OUT`` for every part that ``check.py list`` names,
 each in its own process under its own time limit, so a part that fails, hangs or crashes
 the interpreter costs only itself; ``check.py report OUT`` then writes
-``device_report.json`` and ``device_report.md`` from what the parts left in ``OUT/parts``.
+``device_report.json`` and ``device_report.md`` from what the parts left in
+``OUT/details``.
 With ``--cpu`` every part runs at toy sizes on the CPU (what the default test run checks);
 the parts that need CUDA say so and are skipped.
 
@@ -49,15 +50,15 @@ PARTS = (
     Part("resume", "correctness", 120, 90),
     Part("gpu_tests", "correctness", 120, 30),
     Part("train_360m", "speed", 150, 90),
-    Part("generation", "speed", 90, 60),
-    Part("scoring", "speed", 90, 60),
-    Part("train_1.7b", "speed", 150, 90, cuda_only=True),
-    Part("lora", "scaleout", 90, 60),
     Part("zero3", "scaleout", 150, 60, cuda_only=True),
     Part("fsdp", "scaleout", 120, 60, cuda_only=True),
-    Part("train_7b", "speed", 150, 60, cuda_only=True),
+    Part("lora", "scaleout", 90, 60),
+    Part("train_1.7b", "speed", 150, 90, cuda_only=True),
+    Part("generation", "speed", 90, 60),
+    Part("scoring", "speed", 90, 60),
     Part("qlora", "scaleout", 90, 60, cuda_only=True),
     Part("vllm", "scaleout", 90, 60, cuda_only=True),
+    Part("train_7b", "speed", 150, 60, cuda_only=True),
 )
 BY_NAME = {part.name: part for part in PARTS}
 

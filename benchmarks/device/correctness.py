@@ -32,9 +32,7 @@ def environment(run: Run) -> dict:
     """What the figures were measured on, and whether every dependency of the project is
     installed at a version pyproject allows (extras are listed, not required)."""
     cuda = torch.cuda.is_available()
-    found = {
-        canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
-    }
+    found = installed()
     unmet = {
         group: [
             str(req)
@@ -65,6 +63,16 @@ def environment(run: Run) -> dict:
     if unmet["dependencies"]:
         problems.append(f"unmet: {', '.join(unmet['dependencies'])}")
     return {"ok": not problems, "why": "; ".join(problems) or None, **info}
+
+
+def installed() -> dict[str, str]:
+    """Installed distributions and their versions, as imports see them: where the kit's
+    folder shadows the image's copy of a package (transformers), the first on the path."""
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        if dist.metadata["Name"]:
+            found.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)
+    return found
 
 
 def nvidia_smi(field: str) -> str | None:

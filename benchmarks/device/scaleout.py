@@ -23,7 +23,6 @@ from pathlib import Path
 
 import manifest
 from part_context import Run, Skip, verdict
-from test_resume import STAGES, finished_work
 
 # Long enough to be killed after a checkpoint: 32 pairs, 2 a step, a checkpoint every 2.
 CHAIN = (
@@ -74,6 +73,8 @@ def start(command: list[str], log: Path) -> subprocess.Popen:
 def kill_after_checkpoint(command: list[str], root: Path, log: Path, limit_s: float) -> bool:
     """Start ``command`` and SIGKILL it, workers and all, once training has stored a
     checkpoint; False when it ended first (training too short to kill)."""
+    from test_resume import finished_work
+
     proc = start(command, log)
     deadline = time.monotonic() + limit_s
     try:
@@ -91,6 +92,8 @@ def kill_after_checkpoint(command: list[str], root: Path, log: Path, limit_s: fl
 def killed_and_resumed(run: Run, mode: str) -> dict:
     """The tiny chain under ``accelerate launch`` with ``conf/accelerate/<mode>.yaml`` and
     one process: killed after its first training checkpoint, run again to the end."""
+    from test_resume import STAGES
+
     root = run.work / "outputs"
     command = [
         sys.executable,
