@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # Metrics tabulated per iteration (flat score names without the data prefix).
 MEASURES = {
     "kl_fwd": "KL(p_data || model), nats per response",
+    "kl_in": "KL(p_data || model renormalised over the language), as the theorem's trajectory",
     "train_kl_emp": "KL(SFT sample || model) on training prompts",
     "mass_out": "model mass outside the language",
 }
@@ -112,13 +113,20 @@ def load_jobs(paths: list[Path]) -> list[WorldJob]:
             method_label(cfg), start_label(cfg), int(cfg.seed), float(cfg.loss.beta), cfg
         )
         for row in report["rows"]:
-            job.scores.append(
-                {k.removeprefix(prefix): v for k, v in row["scores"].items() if "/" not in k}
-            )
+            scores = {k.removeprefix(prefix): v for k, v in row["scores"].items() if "/" not in k}
+            job.scores.append(scores | renormalised(scores))
             job.models.append(model_folder(root, row["model_key"]))
         job.margins, job.identical = _iteration_metrics(report_path.parent)
         jobs.append(job)
     return jobs
+
+
+def renormalised(scores: dict[str, float]) -> dict[str, float]:
+    """KL(p_data || q') of the model renormalised over the language, q' = q / (1 - out):
+    the forward KL less the log of the mass it keeps in the language."""
+    if "kl_fwd" not in scores or "mass_out" not in scores:
+        return {}
+    return {"kl_in": scores["kl_fwd"] + float(np.log1p(-scores["mass_out"]))}
 
 
 def _test_setting(job: WorldJob) -> tuple[World, list[str], np.ndarray]:
@@ -267,10 +275,8 @@ def plot(analysis: Analysis, out: Path) -> list[Path]:
     written = []
     jobs = analysis.jobs
     starts = sorted({j.start for j in jobs})
-    for measure, title in (
-        ("kl_fwd", MEASURES["kl_fwd"]),
-        ("train_kl_emp", MEASURES["train_kl_emp"]),
-    ):
+    for measure in ("kl_in", "kl_fwd", "train_kl_emp"):
+        title = MEASURES[measure]
         fig, axes = plt.subplots(1, len(starts), figsize=(6 * len(starts), 4.5), squeeze=False)
         for ax, start in zip(axes[0], starts, strict=True):
             for (group_start, label), members in sorted(_groups(jobs).items()):
@@ -283,7 +289,7 @@ def plot(analysis: Analysis, out: Path) -> list[Path]:
                 ax.plot(xs, values.mean(0), marker="o", label=label)
                 if len(members) > 1:
                     ax.fill_between(xs, values.min(0), values.max(0), alpha=0.2)
-            if measure == "kl_fwd":
+            if measure == "kl_in":
                 for beta, kl in analysis.theory[start].items():
                     ax.plot(np.arange(len(kl)) - 1, kl, "k--", alpha=0.4 + 0.2 * beta)
                     ax.annotate(f"theorem b={beta:g}", (len(kl) - 2, kl[-1]), fontsize=7)
@@ -311,7 +317,7 @@ def write_exact_world(paths: list[Path], out: Path, steps: int = 6) -> list[Path
     for measure, title in MEASURES.items():
         sections += [f"### {title}", "", *measure_table(analysis, measure), ""]
     sections += [
-        "### The theorem's trajectory from each SFT model",
+        "### The theorem's trajectory from each SFT model (KL to p_data, renormalised)",
         "",
         *theory_table(analysis),
         "",
