@@ -32,10 +32,12 @@ EMBEDDED = tuple(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
 HELDOUT_DIR = TASKS_DIR / "heldout"
 HELDOUT_TASK = "response_nll"
 # The exact world's divergences (evaluation/exact.py): documents from the chain, likewise.
+# Its definition lives outside TASKS_DIR, whose content is part of every embedded task's key.
 EXACT_TASK = "world_exact"
+EXACT_DIR = Path(__file__).resolve().parent / "diagnostics" / "world"
 # Diagnostics: tasks whose documents the chain writes, reported beside the scores in no
 # average, by the folder of their task definition.
-DIAGNOSTICS = {HELDOUT_TASK: HELDOUT_DIR, EXACT_TASK: TASKS_DIR / "world"}
+DIAGNOSTICS = {HELDOUT_TASK: HELDOUT_DIR, EXACT_TASK: EXACT_DIR}
 # How a group's score averages its subtasks (eval.group_average): each subtask once, the
 # default, or each document once.
 GROUP_AVERAGES = ("subtasks", "documents")

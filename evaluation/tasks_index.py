@@ -18,7 +18,7 @@ from lm_eval.tasks import TaskManager
 
 from evaluation import lm_eval_adapter as adapter
 from evaluation.errors import EvalConfigError
-from evaluation.plan import DIAGNOSTICS, EMBEDDED, TASKS_DIR, TaskPlan
+from evaluation.plan import DIAGNOSTICS, EMBEDDED, EXACT_DIR, TASKS_DIR, TaskPlan
 
 LM_EVAL_TASKS = Path(lm_eval.tasks.__file__).parent
 # Folders of lm-eval's task tree that define the leaderboard tasks.
@@ -35,12 +35,13 @@ FOLDERS = {
 def task_manager(plans: list[TaskPlan]) -> TaskManager:
     """A registry that knows the embedded tasks and every lm-eval task the plans name."""
     outside = {p.base for p in plans if p.base not in (*EMBEDDED, *DIAGNOSTICS)}
+    ours = [str(TASKS_DIR), str(EXACT_DIR)]
     if not outside:
-        return TaskManager(include_defaults=False, include_path=str(TASKS_DIR))
+        return TaskManager(include_defaults=False, include_path=ours)
     if outside <= set(FOLDERS):
         folders = [str(LM_EVAL_TASKS / FOLDERS[name]) for name in sorted(outside)]
-        return TaskManager(include_defaults=False, include_path=[*folders, str(TASKS_DIR)])
-    return TaskManager(include_path=str(TASKS_DIR))
+        return TaskManager(include_defaults=False, include_path=[*folders, *ours])
+    return TaskManager(include_path=ours)
 
 
 def _require_registered(manager: TaskManager, name: str) -> None:
