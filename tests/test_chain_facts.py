@@ -16,7 +16,7 @@ from conftest import compose_config, train_in_process
 
 from spin.artifacts import read_json
 from spin.data import load_splits
-from spin.data.world import World, WorldSettings
+from spin.data.world import World
 from spin.errors import DataError
 from spin.models import load_model
 from spin.stages.prompts import formatter
@@ -195,7 +195,7 @@ def test_one_sampled_iteration_moves_toward_p_data_along_the_theorem(far_start, 
     before, after = (row["scores"]["world_kl_fwd"] for row in report["rows"])
     assert after < 0.8 * before, (before, after)
     cfg = compose_config(*overrides)
-    world = World(WorldSettings.from_config(cfg.data.world))
+    world = World(cfg.data.world)
     prompts = ["a", "b"]
     log_p = np.stack([world.log_probs(x) for x in prompts])
     log_q0 = log_distribution(cfg, far_start, world, prompts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,15 +15,16 @@ from conftest import compose_config, train_in_process
 
 from evaluation.exact import exact_metrics, greedy_choice
 from spin.artifacts import read_json
+from spin.config import WorldConfig
 from spin.data import load_splits
-from spin.data.world import World, WorldSettings, generate_world
+from spin.data.world import World, generate_world
 from spin.errors import ConfigError, DataError
 from spin.models import build_tiny, load_model
 from spin.reporting.exact_world import write_exact_world
 from spin.stages.prompts import formatter
 from spin.theory import forward_kl, model_log_probs, theorem_step, trajectory
 
-SMALL = WorldSettings(symbols="ab", prompt_length=1, max_response_length=2, strength=2.0)
+SMALL = WorldConfig(symbols="ab", prompt_length=1, max_response_length=2, strength=2.0)
 
 
 def test_probabilities_are_the_chain_s_products_by_hand():
@@ -38,7 +40,7 @@ def test_probabilities_are_the_chain_s_products_by_hand():
 
 
 def test_entropy_and_length_by_dynamic_programming_match_enumeration():
-    world = World(WorldSettings(symbols="abc", prompt_length=2, max_response_length=4, seed=3))
+    world = World(WorldConfig(symbols="abc", prompt_length=2, max_response_length=4, seed=3))
     for prompt in ("ab", "cc"):
         log_p = world.log_probs(prompt)
         p = np.exp(log_p)
@@ -57,15 +59,15 @@ def test_samples_follow_p_data():
 
 
 def test_the_prompt_shapes_the_response_only_with_strength():
-    flat = World(WorldSettings(symbols="abc", prompt_length=2, strength=0.0))
-    shaped = World(WorldSettings(symbols="abc", prompt_length=2, strength=2.0))
+    flat = World(WorldConfig(symbols="abc", prompt_length=2, strength=0.0))
+    shaped = World(WorldConfig(symbols="abc", prompt_length=2, strength=2.0))
     assert np.allclose(flat.log_probs("ab"), flat.log_probs("ca"))
     assert forward_kl(shaped.log_probs("ab"), shaped.log_probs("ca")) > 0.1
 
 
 def test_data_nests_and_the_test_prompts_stay_put():
-    small_train, small_test = generate_world(SMALL, 10, 2, 3, seed=1)
-    train, test = generate_world(SMALL, 50, 2, 3, seed=1)
+    small_train, small_test = generate_world(replace(SMALL, test_samples=3), 10, 2, seed=1)
+    train, test = generate_world(replace(SMALL, test_samples=3), 50, 2, seed=1)
     assert train[:10] == small_train and test == small_test
     assert len({r["prompt"] for r in test}) == 2 and len(test) == 6
 
@@ -78,7 +80,7 @@ def test_bad_world_settings_name_the_key():
     with pytest.raises(ConfigError, match=r"data.world.temperature"):
         validate(compose_config("experiment=exact_world", "data.world.temperature=0"))
     with pytest.raises(DataError, match=r"data.n_test=3: the world has 2 distinct prompts"):
-        generate_world(SMALL, 4, 3, 1, seed=0)
+        generate_world(SMALL, 4, 3, seed=0)
     with pytest.raises(ConfigError, match=r"eval.exact=true needs data.source=world"):
         validate(compose_config("eval.exact=true", "logger=none"))
 
@@ -160,7 +162,7 @@ def test_chain_reports_the_exact_divergences_of_each_model(world_runs):
     rows = read_json(report)["rows"]
     cfg = compose_config(*WORLD_RUN, f"paths.root={tmp_path}")
     splits = load_splits(cfg.data)
-    world = World(WorldSettings.from_config(cfg.data.world))
+    world = World(cfg.data.world)
     prompts = list(dict.fromkeys(r["prompt"] for r in splits.test))
     log_p = np.stack([world.log_probs(x) for x in prompts])
     for row in rows:  # the SFT model and iteration 0
@@ -177,7 +179,7 @@ def test_chain_reports_the_exact_divergences_of_each_model(world_runs):
 def test_untrained_tiny_model_puts_mass_outside_the_language():
     model, tokenizer = build_tiny()
     cfg = compose_config(*WORLD_RUN)
-    world = World(WorldSettings.from_config(cfg.data.world))
+    world = World(cfg.data.world)
     log_q = model_log_probs(model, formatter(cfg, tokenizer), world, ["ab"], 16, 32)
     assert np.exp(log_q).sum() < 0.5
 

@@ -27,7 +27,7 @@ from spin.data.preferences import (
     load_ultrafeedback,
 )
 from spin.data.released import load_given_pairs
-from spin.data.world import WorldSettings, generate_world
+from spin.data.world import generate_world
 from spin.errors import DataError
 
 __all__ = [
@@ -170,10 +170,9 @@ def load_splits(cfg: Any) -> Splits:
         )
     elif cfg.source == "world":
         train, test = generate_world(
-            WorldSettings.from_config(cfg.world),
+            cfg.world,
             DEFAULT_ARITH_TRAIN if cfg.n_train is None else cfg.n_train,
             DEFAULT_WORLD_TEST if cfg.n_test is None else cfg.n_test,
-            cfg.world.test_samples,
             cfg.seed,
         )
     else:

@@ -21,36 +21,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import fields
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from spin.config import WorldConfig
 from spin.errors import ConfigError, DataError
 
 # Above this many responses per prompt, enumeration (exact KL, the theorem's trajectory) is
 # refused: the study's worlds have a few hundred.
 MAX_ENUMERATED = 20_000
-
-
-@dataclass(frozen=True)
-class WorldSettings:
-    """The process's settings (``data.world``, checked by spin/validation.py); see the
-    module docstring."""
-
-    symbols: str = "abcd"
-    prompt_length: int = 3
-    max_response_length: int = 4
-    strength: float = 1.0
-    temperature: float = 1.0
-    end_bias: float = 0.0
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> WorldSettings:
-        fields = cls.__dataclass_fields__
-        return cls(**{name: cfg[name] for name in fields})
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -73,7 +55,11 @@ class World:
     the step after ``max_response_length`` symbols must.
     """
 
-    def __init__(self, settings: WorldSettings) -> None:
+    def __init__(self, settings: Any) -> None:
+        """``settings``: a :class:`~spin.config.WorldConfig`, or a config's ``data.world``
+        (checked by spin/validation.py)."""
+        if not isinstance(settings, WorldConfig):
+            settings = WorldConfig(**{f.name: settings[f.name] for f in fields(WorldConfig)})
         self.settings = settings
         self.symbols = settings.symbols
         self.index = {c: i for i, c in enumerate(settings.symbols)}
@@ -208,10 +194,10 @@ class World:
 
 
 def generate_world(
-    settings: WorldSettings, n_train: int, n_test: int, test_samples: int, seed: int
+    settings: Any, n_train: int, n_test: int, seed: int
 ) -> tuple[list[dict], list[dict]]:
     """The SFT set (``n_train`` pairs, prompts uniform) and the test set (``n_test`` distinct
-    prompts, ``test_samples`` responses each), drawn with ``seed``.
+    prompts, ``settings.test_samples`` responses each), drawn with ``seed``.
 
     The train stream is drawn pair by pair, so a smaller ``n_train`` is a prefix of a larger
     one: the SPIN prompts (``data.n_train``) are then SFT prompts (``sft.n_train``), as in the
@@ -227,12 +213,12 @@ def generate_world(
     if n_test > len(every):
         raise DataError(
             f"data.n_test={n_test}: the world has {len(every)} distinct prompts "
-            f"({len(settings.symbols)} symbols, prompt_length {settings.prompt_length})"
+            f"({len(world.symbols)} symbols, prompt_length {world.settings.prompt_length})"
         )
     test_prompts = [every[i] for i in sorted(test_rng.choice(len(every), n_test, replace=False))]
     test = [
         {"prompt": p, "response": y}
         for p in test_prompts
-        for y in world.sample_many(p, test_samples, test_rng)
+        for y in world.sample_many(p, world.settings.test_samples, test_rng)
     ]
     return train, test

@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from spin.data import load_splits
-from spin.data.world import World, WorldSettings
+from spin.data.world import World
 from spin.reporting.collect import find_reports
 from spin.stages.prompts import formatter
 from spin.theory import forward_kl, model_log_probs, trajectory
@@ -130,7 +130,7 @@ def renormalised(scores: dict[str, float]) -> dict[str, float]:
 
 
 def _test_setting(job: WorldJob) -> tuple[World, list[str], np.ndarray]:
-    world = World(WorldSettings.from_config(job.cfg.data.world))
+    world = World(job.cfg.data.world)
     prompts = list(dict.fromkeys(r["prompt"] for r in load_splits(job.cfg.data).test))
     log_p = np.stack([world.log_probs(x) for x in prompts])
     return world, prompts, log_p

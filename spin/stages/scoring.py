@@ -17,7 +17,7 @@ from evaluation.heldout import heldout_doc, heldout_plan
 from evaluation.plan import TaskPlan
 from spin.artifacts import build_record, read_json, write_json
 from spin.data import PromptFormatter
-from spin.data.world import World, WorldSettings
+from spin.data.world import World
 from spin.models import hub_revision, load_tokenizer
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
@@ -80,7 +80,7 @@ def exact_plans(ctx: Context, model: ModelRef, directory: Path) -> list[TaskPlan
     """The exact world's two plans: its divergences over the test prompts, and over the
     SPIN prompts (as many as there are test prompts) against the SFT sample too."""
     cfg = ctx.cfg
-    world = World(WorldSettings.from_config(cfg.data.world))
+    world = World(cfg.data.world)
     tokenizer = load_tokenizer(model.location, cfg.model.trust_remote_code, cfg.model.revision)
     fmt = formatter(cfg, tokenizer)
     test = list(dict.fromkeys(r["prompt"] for r in ctx.splits.test))
