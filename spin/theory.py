@@ -20,24 +20,32 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from scipy.special import logsumexp
 from transformers import PreTrainedModel
 
 from spin.data import PromptFormatter
 from spin.data.world import World
 from spin.logprobs import pad_right, sequence_logps
+from spin.models import load_model
+from spin.stages.prompts import formatter
+
+
+def within_language(log_q: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the enumerated responses (last axis) renormalised to sum to 1:
+    the distribution the theorem speaks of, without the mass a model leaks elsewhere."""
+    return log_q - logsumexp(log_q, axis=-1, keepdims=True)
 
 
 def theorem_step(log_q: np.ndarray, log_p: np.ndarray, beta: float) -> np.ndarray:
     """The next opponent's log-probabilities over the enumerated responses (last axis),
     from the current ``log_q`` and p_data's ``log_p``, renormalised."""
-    step = log_q + (log_p - log_q) / beta
-    return step - logsumexp(step, axis=-1, keepdims=True)
+    return within_language(log_q + (log_p - log_q) / beta)
 
 
 def trajectory(log_q0: np.ndarray, log_p: np.ndarray, beta: float, steps: int) -> list[np.ndarray]:
     """``log_q0`` (renormalised over the language) and the ``steps`` opponents after it."""
-    out = [log_q0 - logsumexp(log_q0, axis=-1, keepdims=True)]
+    out = [within_language(log_q0)]
     for _ in range(steps):
         out.append(theorem_step(out[-1], log_p, beta))
     return out
@@ -70,3 +78,13 @@ def model_log_probs(
         batch = {k: v.to(model.device) for k, v in batch.items()}
         rows.append(sequence_logps(model, **batch).double().cpu().numpy())
     return np.stack(rows)
+
+
+def saved_model_log_probs(
+    cfg: DictConfig, directory: str, world: World, prompts: list[str]
+) -> np.ndarray:
+    """:func:`model_log_probs` of the model saved in ``directory``, its prompts formatted and
+    bounded as the job ``cfg`` trains."""
+    model, tokenizer = load_model(directory)
+    lengths = cfg.model.max_prompt_length, cfg.model.max_length
+    return model_log_probs(model, formatter(cfg, tokenizer), world, prompts, *lengths)

@@ -19,9 +19,10 @@ from spin.data import load_splits
 from spin.data.world import World
 from spin.errors import DataError
 from spin.models import load_model
+from spin.reporting.exact_world import model_folder
 from spin.stages.prompts import formatter
 from spin.stages.reference import encode_pairs
-from spin.theory import model_log_probs, theorem_step
+from spin.theory import saved_model_log_probs, theorem_step, within_language
 from spin.tracking import read_metrics
 
 # Two prompts, six responses each: every pair set covers each prompt many times.
@@ -45,11 +46,6 @@ BF16_RELATIVE = 2.0**-8
 def job_report(root: Path) -> dict:
     (path,) = root.glob("runs/*/*/report.json")
     return read_json(path)
-
-
-def model_dir(root: Path, key: str) -> str:
-    folder = root / "artifacts" / "model" / key
-    return str(folder / "model" if (folder / "model").is_dir() else folder)
 
 
 def spec(root: Path, kind: str, key: str) -> dict:
@@ -93,7 +89,7 @@ def test_pairs_hold_the_data_answer_and_the_iterate_s_own_completion(greedy_chai
         assert [(p["prompt"], p["real"]) for p in pairs] == [
             (r["prompt"], r["response"]) for r in records
         ]
-        model, tokenizer = load_model(model_dir(greedy_chain, parent))
+        model, tokenizer = load_model(model_folder(greedy_chain, parent))
         fmt = formatter(cfg, tokenizer)
         for pair in pairs[:4]:
             ids = torch.tensor([fmt.prompt_ids(pair["prompt"], 16)])
@@ -152,9 +148,7 @@ def load_model_tokenizer():
 
 def log_distribution(cfg, directory: str, world: World, prompts: list[str]) -> np.ndarray:
     """A model's log-probabilities over the language after each prompt, renormalised."""
-    model, tokenizer = load_model(directory)
-    log_q = model_log_probs(model, formatter(cfg, tokenizer), world, prompts, 16, 32)
-    return log_q - np.logaddexp.reduce(log_q, axis=-1, keepdims=True)
+    return within_language(saved_model_log_probs(cfg, directory, world, prompts))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +194,7 @@ def test_one_sampled_iteration_moves_toward_p_data_along_the_theorem(far_start, 
     log_p = np.stack([world.log_probs(x) for x in prompts])
     log_q0 = log_distribution(cfg, far_start, world, prompts)
     log_q1 = log_distribution(
-        cfg, model_dir(tmp_path, report["rows"][1]["model_key"]), world, prompts
+        cfg, model_folder(tmp_path, report["rows"][1]["model_key"]), world, prompts
     )
     # Directions in probability space, where the responses the model and data care about
     # weigh the most (log-space differences of near-impossible responses are noise).

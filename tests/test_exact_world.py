@@ -17,12 +17,18 @@ from evaluation.exact import exact_metrics, greedy_choice
 from spin.artifacts import read_json
 from spin.config import WorldConfig
 from spin.data import load_splits
-from spin.data.world import World, generate_world
+from spin.data.world import World, distinct_prompts, generate_world
 from spin.errors import ConfigError, DataError
-from spin.models import build_tiny, load_model
-from spin.reporting.exact_world import write_exact_world
+from spin.models import build_tiny
+from spin.reporting.exact_world import model_folder, write_exact_world
 from spin.stages.prompts import formatter
-from spin.theory import forward_kl, model_log_probs, theorem_step, trajectory
+from spin.theory import (
+    forward_kl,
+    model_log_probs,
+    saved_model_log_probs,
+    theorem_step,
+    trajectory,
+)
 
 SMALL = WorldConfig(symbols="ab", prompt_length=1, max_response_length=2, strength=2.0)
 
@@ -163,14 +169,11 @@ def test_chain_reports_the_exact_divergences_of_each_model(world_runs):
     cfg = compose_config(*WORLD_RUN, f"paths.root={tmp_path}")
     splits = load_splits(cfg.data)
     world = World(cfg.data.world)
-    prompts = list(dict.fromkeys(r["prompt"] for r in splits.test))
+    prompts = distinct_prompts(splits.test)
     log_p = np.stack([world.log_probs(x) for x in prompts])
     for row in rows:  # the SFT model and iteration 0
-        folder = tmp_path / "artifacts" / "model" / row["model_key"]
-        model, tokenizer = load_model(
-            str(folder / "model" if (folder / "model").is_dir() else folder)
-        )
-        log_q = model_log_probs(model, formatter(cfg, tokenizer), world, prompts, 16, 32)
+        directory = model_folder(tmp_path, row["model_key"])
+        log_q = saved_model_log_probs(cfg, directory, world, prompts)
         assert row["scores"]["world_kl_fwd"] == pytest.approx(
             float(forward_kl(log_p, log_q).mean()), rel=1e-4
         )

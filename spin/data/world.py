@@ -193,6 +193,12 @@ class World:
         )
 
 
+def distinct_prompts(records: list[dict]) -> list[str]:
+    """The prompts of ``records``, each once, in the order they first occur (a test split
+    holds each test prompt with several sampled responses)."""
+    return list(dict.fromkeys(r["prompt"] for r in records))
+
+
 def generate_world(
     settings: Any, n_train: int, n_test: int, seed: int
 ) -> tuple[list[dict], list[dict]]:

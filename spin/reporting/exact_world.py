@@ -30,10 +30,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from spin.data import load_splits
-from spin.data.world import World
+from spin.data.world import World, distinct_prompts
 from spin.reporting.collect import find_reports
-from spin.stages.prompts import formatter
-from spin.theory import forward_kl, model_log_probs, trajectory
+from spin.theory import forward_kl, saved_model_log_probs, trajectory, within_language
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +130,9 @@ def renormalised(scores: dict[str, float]) -> dict[str, float]:
 
 def _test_setting(job: WorldJob) -> tuple[World, list[str], np.ndarray]:
     world = World(job.cfg.data.world)
-    prompts = list(dict.fromkeys(r["prompt"] for r in load_splits(job.cfg.data).test))
+    prompts = distinct_prompts(load_splits(job.cfg.data).test)
     log_p = np.stack([world.log_probs(x) for x in prompts])
     return world, prompts, log_p
-
-
-def distribution(job: WorldJob, index: int, world: World, prompts: list[str]) -> np.ndarray:
-    """Model ``index`` of the job's log-probabilities over the language, renormalised."""
-    from spin.models import load_model
-
-    model, tokenizer = load_model(job.models[index])
-    lengths = job.cfg.model.max_prompt_length, job.cfg.model.max_length
-    log_q = model_log_probs(model, formatter(job.cfg, tokenizer), world, prompts, *lengths)
-    return log_q - np.logaddexp.reduce(log_q, axis=-1, keepdims=True)
 
 
 def step_slope(log_q0: np.ndarray, log_q1: np.ndarray, log_p: np.ndarray) -> float:
@@ -175,8 +164,12 @@ def analyse(jobs: list[WorldJob], steps: int) -> Analysis:
     theory: dict[str, dict[float, list[float]]] = {}
     slopes: dict[int, list[float]] = {}
     for index, job in enumerate(jobs):
+        trained = job.cfg.baseline.name == "none"
+        if job.start in theory and not trained:
+            continue  # a baseline's model enters only the tables, read from its scores
         world, prompts, log_p = _test_setting(job)
-        dists = [distribution(job, i, world, prompts) for i in range(len(job.models))]
+        wanted = job.models if trained else job.models[:1]
+        dists = [within_language(saved_model_log_probs(job.cfg, m, world, prompts)) for m in wanted]
         if job.start not in theory:
             theory[job.start] = {
                 beta: [
@@ -185,7 +178,7 @@ def analyse(jobs: list[WorldJob], steps: int) -> Analysis:
                 ]
                 for beta in THEORY_BETAS
             }
-        if job.cfg.baseline.name == "none":
+        if trained:
             slopes[index] = [step_slope(a, b, log_p) for a, b in itertools.pairwise(dists)]
     return Analysis(jobs, theory, slopes)
 

@@ -17,7 +17,7 @@ from evaluation.heldout import heldout_doc, heldout_plan
 from evaluation.plan import TaskPlan
 from spin.artifacts import build_record, read_json, write_json
 from spin.data import PromptFormatter
-from spin.data.world import World
+from spin.data.world import World, distinct_prompts
 from spin.models import hub_revision, load_tokenizer
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
@@ -83,8 +83,8 @@ def exact_plans(ctx: Context, model: ModelRef, directory: Path) -> list[TaskPlan
     world = World(cfg.data.world)
     tokenizer = load_tokenizer(model.location, cfg.model.trust_remote_code, cfg.model.revision)
     fmt = formatter(cfg, tokenizer)
-    test = list(dict.fromkeys(r["prompt"] for r in ctx.splits.test))
-    train = list(dict.fromkeys(r["prompt"] for r in ctx.splits.train))[: len(test)]
+    test = distinct_prompts(ctx.splits.test)
+    train = distinct_prompts(ctx.splits.train)[: len(test)]
     sample = sft_records(ctx) if cfg.sft.enabled else ctx.splits.train
     parts = {"exact": (test, ctx.splits.test), "train_exact": (train, sample)}
     plans = []
