@@ -88,6 +88,23 @@ class WorldConfig:
     test_samples: int = 4
 
 
+# Above this many responses per prompt, the exact measures (every response scored after
+# every prompt) are refused: the study's world has 39.
+MAX_ENUMERATED = 20_000
+
+
+def enumerable_responses(n_symbols: int, max_length: int) -> int:
+    """How many responses the world's language has per prompt; :class:`ConfigError` naming
+    ``data.world`` when there are too many to list (checked at start-up and by the world)."""
+    count = sum(n_symbols**k for k in range(1, max_length + 1))
+    if count > MAX_ENUMERATED:
+        raise ConfigError(
+            f"data.world: {count} responses per prompt, more than {MAX_ENUMERATED} "
+            "(lower data.world.max_response_length or use fewer symbols for exact KL)"
+        )
+    return count
+
+
 @dataclass
 class DataConfig:
     """Which SFT data set the prompts and real responses come from."""

@@ -20,6 +20,7 @@ from spin.config import (
     IterationOverride,
     check_keys,
     check_name,
+    enumerable_responses,
     given_pairs_config,
     iteration_settings,
 )
@@ -184,6 +185,7 @@ def validate(cfg: DictConfig) -> None:
         check_number(key, OmegaConf.select(cfg, key), allowed)
     _validate_schedule(cfg)
     _validate_data(cfg)
+    _validate_tiny_shape(cfg)
     if cfg.data.source in ("jsonl", "hf", "ultrachat") and not cfg.data.path:
         raise ConfigError(
             f"data.path is required for data.source={cfg.data.source!r}: "
@@ -263,6 +265,8 @@ def _validate_data(cfg: DictConfig) -> None:
             f"data.world.symbols={symbols!r}: expected at least two distinct ASCII letters or "
             "digits (each one token of the character tokenizer)"
         )
+    if cfg.data.source == "world" and cfg.eval.exact:
+        enumerable_responses(len(symbols), cfg.data.world.max_response_length)
     if cfg.data.source != "world" and cfg.eval.exact:
         raise ConfigError(
             f"eval.exact=true needs data.source=world (a known p_data); data.source is "
@@ -282,6 +286,23 @@ def _validate_data(cfg: DictConfig) -> None:
             f"data.difficulty={steps!r}: expected a non-empty list of step counts from "
             f"{list(names.ARITH_STEPS)}"
         )
+
+
+def _validate_tiny_shape(cfg: DictConfig) -> None:
+    """``model.shape``'s sizes: whole positive numbers that make a valid Llama (the width a
+    multiple of the heads, the heads of the key/value heads), refused before any model is
+    built rather than by transformers mid-run."""
+    shape = cfg.model.shape
+    if shape is None:
+        return
+    for name, value in shape.items():
+        check_number(f"model.shape.{name}", value, COUNT)
+    for whole, part in (("hidden_size", "heads"), ("heads", "kv_heads")):
+        if shape[whole] % shape[part]:
+            raise ConfigError(
+                f"model.shape.{whole}={shape[whole]} is not a multiple of "
+                f"model.shape.{part}={shape[part]}"
+            )
 
 
 def _validate_losses(cfg: DictConfig) -> None:

@@ -85,6 +85,12 @@ def test_bad_world_settings_name_the_key():
         validate(compose_config("experiment=exact_world", "data.world.symbols=aa"))
     with pytest.raises(ConfigError, match=r"data.world.temperature"):
         validate(compose_config("experiment=exact_world", "data.world.temperature=0"))
+    with pytest.raises(ConfigError, match=r"data.world: 29523 responses per prompt"):
+        validate(compose_config("experiment=exact_world", "data.world.max_response_length=9"))
+    with pytest.raises(ConfigError, match=r"model.shape.hidden_size=64 is not a multiple of"):
+        validate(compose_config("experiment=exact_world", "model.shape.heads=3"))
+    with pytest.raises(ConfigError, match=r"model.shape.layers=0: expected"):
+        validate(compose_config("experiment=exact_world", "model.shape.layers=0"))
     with pytest.raises(DataError, match=r"data.n_test=3: the world has 2 distinct prompts"):
         generate_world(SMALL, 4, 3, seed=0)
     with pytest.raises(ConfigError, match=r"eval.exact=true needs data.source=world"):

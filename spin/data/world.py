@@ -27,12 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from spin.config import WorldConfig
-from spin.errors import ConfigError, DataError
-
-# Above this many responses per prompt, enumeration (exact KL, the theorem's trajectory) is
-# refused: the study's worlds have a few hundred.
-MAX_ENUMERATED = 20_000
+from spin.config import WorldConfig, enumerable_responses
+from spin.errors import DataError
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -173,12 +169,7 @@ class World:
     @cached_property
     def responses(self) -> list[str]:
         """Every response of the language, shortest first, then in symbol order."""
-        count = sum(len(self.symbols) ** k for k in range(1, self.settings.max_response_length + 1))
-        if count > MAX_ENUMERATED:
-            raise ConfigError(
-                f"data.world: {count} responses per prompt, more than {MAX_ENUMERATED} "
-                "(lower data.world.max_response_length or use fewer symbols for exact KL)"
-            )
+        enumerable_responses(len(self.symbols), self.settings.max_response_length)
         return [
             "".join(chars)
             for k in range(1, self.settings.max_response_length + 1)
