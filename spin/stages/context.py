@@ -63,6 +63,14 @@ class Context:
         return self._long_prompts
 
     @cached_property
+    def sft_records(self) -> list[dict]:
+        """The records supervised fine-tuning trains on: ``sft.n_train`` of the data's train
+        split (the SPIN split when unset), which hold every SPIN prompt (train splits nest).
+        Read once per job: the SFT stage and every exact-world scoring use them."""
+        n_train = len(self.splits.train) if self.cfg.sft.n_train is None else self.cfg.sft.n_train
+        return load_splits(OmegaConf.merge(self.cfg.data, {"n_train": n_train})).train
+
+    @cached_property
     def given(self) -> dict[int, tuple[list[dict], dict[str, Any]]]:
         """Iteration -> the pairs of its ``spin.given_pairs`` entry and where they came from,
         for iterations 0..iter: read and validated once, when first asked for."""

@@ -22,7 +22,6 @@ from spin.models import hub_revision, load_tokenizer
 from spin.stages.context import Context
 from spin.stages.loading import ModelRef
 from spin.stages.prompts import formatter
-from spin.stages.start import sft_records
 
 # The key of an evaluation result that holds what its build cost (seconds, peak memory).
 BUILD_KEY = "build"
@@ -85,7 +84,7 @@ def exact_plans(ctx: Context, model: ModelRef, directory: Path) -> list[TaskPlan
     fmt = formatter(cfg, tokenizer)
     test = distinct_prompts(ctx.splits.test)
     train = distinct_prompts(ctx.splits.train)[: len(test)]
-    sample = sft_records(ctx) if cfg.sft.enabled else ctx.splits.train
+    sample = ctx.sft_records if cfg.sft.enabled else ctx.splits.train
     parts = {"exact": (test, ctx.splits.test), "train_exact": (train, sample)}
     plans = []
     for name, (prompts, records) in parts.items():

@@ -7,10 +7,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from spin.artifacts import Artifact, spec_key
-from spin.data import fingerprint, load_splits
+from spin.data import fingerprint
 from spin.models import materialize_start_model
 from spin.sft import encode_sft, train_sft
 from spin.stages.context import Context, section
@@ -54,16 +52,9 @@ def start_model(ctx: Context) -> tuple[ModelRef, Artifact | None]:
     ctx.long_prompts(base)
     if not ctx.cfg.sft.enabled:
         return base, None
-    records = sft_records(ctx)
+    records = ctx.sft_records
     check_prompts(ctx.cfg, base, [r["prompt"] for r in records], "sft data")
     return sft(ctx, base, records, ctx.cfg.sft.epochs, ctx.cfg.sft.lr, "sft")
-
-
-def sft_records(ctx: Context) -> list[dict]:
-    """The records supervised fine-tuning trains on: ``sft.n_train`` of the data's train
-    split (the SPIN split when unset), which hold every SPIN prompt (train splits nest)."""
-    n_train = len(ctx.splits.train) if ctx.cfg.sft.n_train is None else ctx.cfg.sft.n_train
-    return load_splits(OmegaConf.merge(ctx.cfg.data, {"n_train": n_train})).train
 
 
 def sft(
